@@ -1,0 +1,1 @@
+"""Platform I/O only: each adapter turns platform messages into IncomingMessage and back."""

@@ -1,0 +1,1 @@
+"""Platform-free chat logic: messages, commands, history, access, formatting, settings."""

@@ -1,0 +1,111 @@
+"""The composition root: `qwenbot chat` wires settings, engine, service and an adapter."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from adapters.console_adapter import ConsoleChat, read_stdin_line
+from bot.history import HistoryStore
+from bot.logging_setup import configure_logging
+from bot.service import ChatService
+from bot.settings import Settings, SettingsInvalid, load_settings
+from engine.bootstrap import ProgressCallback
+from engine.engine import Engine
+from engine.errors import EngineError
+from engine.loader import quiet_loading_bars
+
+log = logging.getLogger("qwenbot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `qwenbot chat` (Telegram and Discord come as their own commands)."""
+    parser = argparse.ArgumentParser(
+        prog="qwenbot", description="A chatbot that carries its own language model."
+    )
+    parser.add_argument("--env-file", type=Path, help="read settings from this file, not .env")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("QWENBOT_LOG_LEVEL", "WARNING"),
+        help="DEBUG, INFO, WARNING (default) or ERROR; also QWENBOT_LOG_LEVEL",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("chat", help="chat in this terminal (reads a piped question too)")
+    return parser
+
+
+@contextmanager
+def loading_progress(console: Console) -> Iterator[ProgressCallback]:
+    """A progress bar on stderr while the model loads; the callback is thread-safe."""
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("Starting", total=100)
+
+        def report(stage: str, fraction: float) -> None:
+            progress.update(task, description=stage, completed=fraction * 100)
+            if not console.is_terminal:
+                log.info("%s", stage)
+
+        yield report
+
+
+async def run_chat(settings: Settings, interactive: bool) -> int:
+    """Load the engine, then chat on the terminal until end of input."""
+    console = Console(stderr=True)
+    engine = Engine(settings.engine)
+    history: HistoryStore | None = None
+    try:
+        with loading_progress(console) as progress:
+            config = await engine.start(progress)
+        console.print(f"qwenbot · {config.summary()}", highlight=False, soft_wrap=True)
+        history = await asyncio.to_thread(
+            HistoryStore, settings.bot.history_dir, settings.bot.history_size_mb * 2**20
+        )
+        chat = ConsoleChat(ChatService(engine, settings.bot, history))
+        if interactive:
+            return await chat.run_interactive(read_stdin_line)
+        return await chat.run_piped(await asyncio.to_thread(sys.stdin.read))
+    except EngineError as error:
+        console.print(f"qwenbot: {error}", highlight=False, soft_wrap=True, markup=False)
+        return 1
+    finally:
+        await engine.close()
+        if history is not None:
+            history.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `qwenbot` command."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        settings = load_settings(args.env_file)
+    except SettingsInvalid as error:
+        for line in error.lines:
+            print(f"qwenbot: {line}", file=sys.stderr)
+        return 2
+    quiet_loading_bars()
+    if args.command == "chat":
+        try:
+            return asyncio.run(run_chat(settings, interactive=sys.stdin.isatty()))
+        except KeyboardInterrupt:
+            return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

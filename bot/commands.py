@@ -1,0 +1,37 @@
+"""Recognising commands (/start, /help, /reset, /stats) in message text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KNOWN_COMMANDS = ("start", "help", "reset", "stats")
+
+HELP_TEXT = (
+    "I'm a chatbot running my own language model on this server. "
+    "Write to me and I'll answer; in groups, mention me or reply to my message.\n"
+    "/reset — forget our conversation in this chat\n"
+    "/stats — speed and load figures (admins only)\n"
+    "/help — this text"
+)
+START_TEXT = "Hello! " + HELP_TEXT
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed command: `/name@target args`."""
+
+    name: str
+    args: str
+    target: str | None  # the bot a group command is addressed to, if named
+
+
+def parse_command(text: str) -> Command | None:
+    """A command at the start of text, or None for ordinary messages."""
+    if not text.startswith("/") or len(text) < 2 or text[1].isspace():
+        return None
+    head, *rest = text[1:].split(maxsplit=1)
+    args = rest[0] if rest else ""
+    name, _, target = head.partition("@")
+    if not name.replace("_", "").isalnum():
+        return None  # "/ path/to/file" or "/?" is text, not a command
+    return Command(name.lower(), args.strip(), target or None)

@@ -1,0 +1,86 @@
+"""Every text a user sees that is not the model's: footers, /stats, errors, refusals."""
+
+from __future__ import annotations
+
+from engine.errors import EngineError, PromptTooLong
+from engine.events import ReplyStats
+from engine.stats import StatsSnapshot
+
+NOT_ALLOWED = "Sorry, this bot is private."
+EMPTY_REPLY = "(The model gave an empty answer. Try rephrasing, or send /reset.)"
+EMPTY_MESSAGE = "Send me a question in text and I will answer."
+ADMIN_ONLY = "Sorry, /stats is for the bot's admins."
+HISTORY_CLEARED = "Done: I forgot our conversation in this chat."
+
+
+def footer(stats: ReplyStats) -> str:
+    """The speed line under a reply, e.g. `⚡ 0.21 s to first token · 38.4 tok/s · 96 tokens`."""
+    if stats.cache_hit:
+        return f"⚡ cached · {stats.total_s * 1000:.0f} ms"
+    parts = [f"⚡ {stats.ttft_s:.2f} s to first token"]
+    if stats.decode_tps > 0:
+        parts.append(f"{stats.decode_tps:.1f} tok/s")
+    parts.append(f"{stats.generated_tokens} tokens")
+    if stats.queue_wait_s >= 0.5:
+        parts.append(f"queued {stats.queue_wait_s:.1f} s")
+    return " · ".join(parts)
+
+
+def slow_down(wait_s: float) -> str:
+    """The rate-limit reply."""
+    return f"You're sending messages quickly — please wait {max(1, round(wait_s))} s and try again."
+
+
+def input_too_long(tokens: int, limit: int) -> str:
+    """The reply to a message over the input limit (never silently truncated)."""
+    return (
+        f"Your message is too long for me: {tokens} tokens, and I read at most {limit}. "
+        "Please shorten it or send it in parts."
+    )
+
+
+def error_text(error: EngineError) -> str:
+    """The one place engine errors become friendly text; no internals, no tracebacks."""
+    if isinstance(error, PromptTooLong):
+        return (
+            f"This conversation is too long for me ({error.tokens} tokens, limit {error.limit}). "
+            "Send /reset to start fresh."
+        )
+    return {
+        "overloaded": "I'm busy answering other people right now. Please try again in a minute.",
+        "not_ready": "I'm still starting up. Please try again in a moment.",
+        "generation_failed": "Sorry, something went wrong while I was answering. Please try again.",
+    }.get(error.kind, "Sorry, something went wrong. Please try again.")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def stats_text(snapshot: StatsSnapshot) -> str:
+    """The admin /stats report."""
+    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(snapshot.errors.items())) or "none"
+    lines = ["📊 qwenbot stats"]
+    if snapshot.config is not None:
+        lines.append(snapshot.config.summary())
+    lines += [
+        f"Uptime {_duration(snapshot.uptime_s)} · RSS {snapshot.rss_bytes / 2**20:.0f} MB · "
+        f"CPU {snapshot.cpu_percent:.0f} %",
+        f"Requests {snapshot.requests} · errors: {errors}",
+        f"Cache hits {snapshot.cache_hits} ({snapshot.cache_hit_rate:.0%})",
+        f"Latency p50 {snapshot.latency_p50_s:.2f} s · p95 {snapshot.latency_p95_s:.2f} s",
+        f"First token p50 {snapshot.ttft_p50_s:.2f} s · p95 {snapshot.ttft_p95_s:.2f} s",
+        f"Decode {snapshot.mean_decode_tps:.1f} tok/s mean · "
+        f"{snapshot.tokens_generated} tokens generated",
+        f"Queue {snapshot.queue_depth} now · {snapshot.queue_depth_max} max",
+    ]
+    if snapshot.config is not None and snapshot.config.fallbacks:
+        lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]
+    return "\n".join(lines)

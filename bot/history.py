@@ -1,0 +1,90 @@
+"""Per-conversation history: persisted as JSON, trimmed by the model's own token count."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from engine.events import ChatTurn
+from engine.json_store import dumps, open_json_store
+from engine.response_cache import STORE_ERRORS
+
+log = logging.getLogger(__name__)
+
+TokenCounter = Callable[[Sequence[ChatTurn]], int]
+
+
+class HistoryStore:
+    """Conversation turns (user and assistant, never the system prompt) per conversation key.
+
+    A store that cannot be opened or read is bypassed with a warning: the bot then answers
+    without memory rather than not at all.
+    """
+
+    def __init__(self, directory: Path, size_limit_bytes: int) -> None:
+        self._store = None
+        try:
+            self._store = open_json_store(directory, size_limit_bytes)
+        except STORE_ERRORS as error:
+            log.warning("history store at %s unusable, memory only: %s", directory, error)
+        self._memory: dict[str, list[ChatTurn]] = {}
+
+    def load(self, key: str) -> list[ChatTurn]:
+        """The stored turns of a conversation, oldest first."""
+        if self._store is None:
+            return list(self._memory.get(key, []))
+        try:
+            raw = self._store.get(key)
+            if raw is None:
+                return []
+            return [ChatTurn(role=t["role"], content=str(t["content"])) for t in json.loads(raw)]
+        except STORE_ERRORS as error:
+            log.warning("history read failed for a chat, starting it fresh: %s", error)
+            return []
+
+    def save(self, key: str, turns: Sequence[ChatTurn]) -> None:
+        """Replace the stored turns of a conversation."""
+        if self._store is None:
+            self._memory[key] = list(turns)
+            return
+        try:
+            self._store.set(key, dumps([{"role": t.role, "content": t.content} for t in turns]))
+        except STORE_ERRORS as error:
+            log.warning("history write failed: %s", error)
+
+    def clear(self, key: str) -> None:
+        """Forget a conversation."""
+        self._memory.pop(key, None)
+        if self._store is None:
+            return
+        try:
+            self._store.delete(key)
+        except STORE_ERRORS as error:
+            log.warning("history delete failed: %s", error)
+
+    def close(self) -> None:
+        """Flush and close the store."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def trim_to_budget(
+    system: ChatTurn,
+    history: Sequence[ChatTurn],
+    new_turn: ChatTurn,
+    count: TokenCounter,
+    budget: int,
+) -> list[ChatTurn]:
+    """Drop the oldest turns until system + history + new turn fit the token budget.
+
+    Turns go in user/assistant pairs so the model never sees an answer without its question;
+    the system prompt and the new message are always kept.
+    """
+    turns = list(history)
+    while turns and count([system, *turns, new_turn]) > budget:
+        drop = 2 if len(turns) >= 2 and turns[0].role == "user" else 1
+        turns = turns[drop:]
+    return turns

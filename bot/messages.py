@@ -1,0 +1,77 @@
+"""The one contract between adapters and the chat service: a message in, reply events out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.events import ReplyStats
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """The message this one replies to."""
+
+    text: str
+    from_bot: bool
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A platform message, already stripped of platform details (and of the bot's mention)."""
+
+    platform: str
+    chat_id: int
+    user_id: int
+    user_name: str
+    text: str
+    is_private: bool
+    mentions_bot: bool = False
+    reply_to: ReplyContext | None = None
+    thread_id: int | None = None  # forum topic or Discord thread: history is kept per thread
+    keep_history: bool = True  # False for one-shot questions (piped console, scripts)
+
+    @property
+    def conversation_key(self) -> str:
+        """Whose history this message belongs to."""
+        thread = "" if self.thread_id is None else str(self.thread_id)
+        return f"{self.platform}:{self.chat_id}:{thread}"
+
+    @property
+    def addressed_to_bot(self) -> bool:
+        """Private chats always; groups only on a mention or a reply to the bot."""
+        replied_to_bot = self.reply_to is not None and self.reply_to.from_bot
+        return self.is_private or self.mentions_bot or replied_to_bot
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """The reply waits behind `ahead` others; adapters show it until text arrives."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
+class ReplyText:
+    """A piece of the model's reply, to append to what is shown."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    """The model's whole reply; the footer (speed figures) goes under it when set."""
+
+    text: str
+    footer: str | None
+    stats: ReplyStats
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A complete message that is not from the model: help, refusals, apologies."""
+
+    text: str
+    is_error: bool = False  # the request was refused or failed (scripts exit non-zero)
+
+
+ReplyEvent = QueuePosition | ReplyText | ReplyDone | Notice

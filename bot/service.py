@@ -1,0 +1,143 @@
+"""The chat service: one message in, a stream of reply events out, for every platform."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import unicodedata
+import weakref
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from bot import formatting
+from bot.access import Access, AccessPolicy, RateLimiter
+from bot.commands import HELP_TEXT, START_TEXT, Command, parse_command
+from bot.history import HistoryStore, trim_to_budget
+from bot.messages import (
+    IncomingMessage,
+    Notice,
+    QueuePosition,
+    ReplyDone,
+    ReplyEvent,
+    ReplyText,
+)
+from bot.settings import BotSettings
+from engine.engine import Engine
+from engine.errors import EngineError
+from engine.events import ChatTurn, Finished, GenerationRequest, Queued, TokenText
+
+log = logging.getLogger(__name__)
+
+
+def normalize_text(text: str) -> str:
+    """NFC: Vietnamese typed on different keyboards becomes the same characters (and tokens)."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def with_quote(text: str, message: IncomingMessage) -> str:
+    """Prefix the replied-to message as a quote, so "what does this mean?" has its subject."""
+    if message.reply_to is None or message.reply_to.from_bot or not message.reply_to.text:
+        return text  # a reply to the bot's own message is already in the history
+    quoted = "\n".join(f"> {line}" for line in normalize_text(message.reply_to.text).splitlines())
+    return f"{quoted}\n\n{text}"
+
+
+class ChatService:
+    """Access, commands, rate limits, history and the engine stream, for any adapter."""
+
+    def __init__(self, engine: Engine, settings: BotSettings, history: HistoryStore) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._history = history
+        self._access = AccessPolicy(settings)
+        self._limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        # One lock per conversation: its messages are answered in order, its history stays whole.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def handle(self, message: IncomingMessage) -> AsyncGenerator[ReplyEvent, None]:
+        """Answer one message; yields nothing when the bot should stay silent."""
+        access = self._access.check(message)
+        if access is Access.BLOCKED:
+            return
+        text = normalize_text(message.text)
+        command = parse_command(text)
+        if not message.addressed_to_bot and not (command and command.target is None):
+            return
+        if access is Access.NOT_ALLOWED:
+            if message.is_private:
+                yield Notice(formatting.NOT_ALLOWED, is_error=True)
+            return
+        if command is not None:
+            yield Notice(self._run_command(command, message))
+            return
+        wait = self._limiter.acquire(f"{message.platform}:{message.user_id}")
+        if wait > 0:
+            yield Notice(formatting.slow_down(wait), is_error=True)
+            return
+        if not text:
+            yield Notice(formatting.EMPTY_MESSAGE)
+            return
+        async for event in self._answer(message, text):
+            yield event
+
+    def _run_command(self, command: Command, message: IncomingMessage) -> str:
+        if command.name == "start":
+            return START_TEXT
+        if command.name == "reset":
+            self._history.clear(message.conversation_key)
+            return formatting.HISTORY_CLEARED
+        if command.name == "stats":
+            if not self._access.is_admin(message):
+                return formatting.ADMIN_ONLY
+            return formatting.stats_text(self._engine.snapshot())
+        return HELP_TEXT  # /help and unknown commands: help, never a model call
+
+    async def _answer(
+        self, message: IncomingMessage, text: str
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        try:
+            tokens = self._engine.count_text_tokens(text)
+        except EngineError as error:
+            yield Notice(formatting.error_text(error), is_error=True)
+            return
+        if tokens > self._settings.max_input_tokens:
+            yield Notice(
+                formatting.input_too_long(tokens, self._settings.max_input_tokens), is_error=True
+            )
+            return
+        key = message.conversation_key
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            system = ChatTurn("system", self._settings.system_prompt)
+            user = ChatTurn("user", with_quote(text, message))
+            history = self._history.load(key) if message.keep_history else []
+            turns = trim_to_budget(
+                system,
+                history,
+                user,
+                self._engine.count_tokens,
+                self._settings.history_token_budget,
+            )
+            request = GenerationRequest(messages=(system, *turns, user))
+            try:
+                async with aclosing(self._engine.stream(request)) as events:
+                    async for event in events:
+                        if isinstance(event, Queued):
+                            yield QueuePosition(event.ahead)
+                        elif isinstance(event, TokenText):
+                            yield ReplyText(event.text)
+                        elif isinstance(event, Finished):
+                            remember = key if message.keep_history else None
+                            yield self._finish(remember, [*turns, user], event)
+            except EngineError as error:
+                log.info("reply failed (%s) in %s", error.kind, message.platform)
+                yield Notice(formatting.error_text(error), is_error=True)
+
+    def _finish(self, key: str | None, turns: list[ChatTurn], finished: Finished) -> ReplyDone:
+        footer = formatting.footer(finished.stats) if self._settings.speed_footer else None
+        text = finished.text.strip()
+        if not text:
+            return ReplyDone(formatting.EMPTY_REPLY, footer, finished.stats)
+        if key is not None and finished.finish_reason != "cancelled":
+            self._history.save(key, [*turns, ChatTurn("assistant", text)])
+        return ReplyDone(text, footer, finished.stats)

@@ -1,0 +1,106 @@
+"""All settings, read by pydantic-settings from the environment or a .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.config import EngineSettings, default_data_dir
+
+IdSet = Annotated[frozenset[int], NoDecode]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant in a chat. Answer clearly and concisely, "
+    "in the language the user writes in."
+)
+
+
+def _parse_ids(value: Any) -> Any:
+    """Accept "1,2 3", a JSON list, or a list; anything else is left for pydantic to reject."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [part for part in text.replace(",", " ").split() if part]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class BotSettings(BaseModel):
+    """Chat behaviour: who may talk to the bot, how much it remembers, what it shows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    admin_ids: IdSet = Field(frozenset(), description="user ids allowed to run /stats")
+    allowed_user_ids: IdSet = Field(frozenset(), description="empty = everyone")
+    allowed_chat_ids: IdSet = Field(frozenset(), description="empty = every chat")
+    blocked_ids: IdSet = Field(frozenset(), description="user or chat ids never answered")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    history_token_budget: int = Field(1536, ge=64, description="prompt tokens kept per chat")
+    history_dir: Path = Field(default_factory=lambda: default_data_dir() / "history")
+    history_size_mb: int = Field(64, ge=1)
+    max_input_tokens: int = Field(1024, ge=1, description="longest single user message")
+    rate_limit_per_minute: float = Field(6.0, gt=0, description="messages per user per minute")
+    rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
+    speed_footer: bool = True
+
+    @field_validator(
+        "admin_ids", "allowed_user_ids", "allowed_chat_ids", "blocked_ids", mode="before"
+    )
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _parse_ids(value)
+
+
+class Settings(BaseSettings):
+    """Top-level settings; nested with `__`, e.g. ENGINE__MODEL or BOT__ADMIN_IDS."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",  # other platforms' settings live in the same .env
+    )
+
+    engine: EngineSettings = EngineSettings()  # frozen, so one shared default is safe
+    bot: BotSettings = BotSettings()
+
+
+class SettingsInvalid(ValueError):
+    """One line per bad setting, naming its environment variable."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _is_secret(name: str) -> bool:
+    """TELEGRAM__TOKEN, WEBHOOK_SECRET_TOKEN, ...: values never echoed back."""
+    last = name.rsplit("__", 1)[-1]
+    return last == "TOKEN" or last.endswith("_TOKEN") or "SECRET" in last or "PASSWORD" in last
+
+
+def _describe(error: dict[str, Any]) -> str:
+    name = "__".join(str(part) for part in error["loc"] if not isinstance(part, int)).upper()
+    shown = error.get("input")
+    if _is_secret(name):
+        shown = "***"  # never echo a secret, even a malformed one
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"Unknown setting {name}: check the spelling against .env.example"
+    if isinstance(shown, dict | list):
+        return f"Invalid setting {name}: {message}"
+    return f"Invalid setting {name}={shown!r}: {message}"
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Read settings; raise SettingsInvalid with one clear line per problem."""
+    try:
+        if env_file is not None:
+            return Settings(_env_file=env_file)
+        return Settings()
+    except ValidationError as error:
+        raise SettingsInvalid([_describe(dict(e)) for e in error.errors()]) from None

@@ -1,0 +1,1 @@
+"""The embedded language model: loading, CPU tuning, a worker thread, caching and stats."""

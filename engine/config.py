@@ -1,0 +1,53 @@
+"""Engine settings: validated once at the settings boundary, then read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Dtype = Literal["auto", "float32", "bfloat16"]
+Device = Literal["auto", "cpu", "cuda"]
+# int8: weight-only int8 on torch's packed CPU kernel.
+# bnb8: bitsandbytes 8-bit, the seed guide's choice (saves memory, not faster on CPU).
+Quantization = Literal["none", "int8", "bnb8"]
+
+
+def default_data_dir() -> Path:
+    """Where the cache and history live unless configured: ~/.cache/qwenbot."""
+    return Path.home() / ".cache" / "qwenbot"
+
+
+class EngineSettings(BaseModel):
+    """Everything that decides which model runs, how, and how it answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(
+        "Qwen/Qwen3-0.6B",
+        min_length=1,
+        description="Hugging Face id, local folder, or local .gguf file",
+    )
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    gguf_file: str | None = Field(None, description="GGUF file name inside a folder or hub repo")
+    device: Device = "auto"
+    dtype: Dtype = "auto"
+    quantization: Quantization = "none"
+    compile: bool = False
+    threads: int | None = Field(
+        None, ge=1, le=512, description="intra-op threads; unset = physical cores, capped"
+    )
+    max_threads: int = Field(8, ge=1, le=512, description="cap for the automatic thread count")
+    interop_threads: int = Field(1, ge=1, le=64)
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    max_input_tokens: int = Field(4096, ge=16, description="longest rendered prompt accepted")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0)
+    enable_thinking: bool = False
+    queue_size: int = Field(8, ge=1, le=10000, description="requests waiting before Overloaded")
+    warmup: bool = True
+    cache_enabled: bool = True
+    cache_dir: Path = Field(default_factory=lambda: default_data_dir() / "responses")
+    cache_size_mb: int = Field(256, ge=1)

@@ -1,0 +1,88 @@
+"""Prefill and per-token decode as small plain functions (the gpt-fast shape)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen; temperature 0 means greedy."""
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def deterministic(self) -> bool:
+        """Greedy, or sampling with a fixed seed: the same prompt always gives the same reply."""
+        return self.temperature == 0.0 or self.seed is not None
+
+
+def cache_argument(model: PreTrainedModel) -> str:
+    """transformers 5.x names the KV-cache argument `cache`; 4.x called it `past_key_values`."""
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def forward_last_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, cache: DynamicCache, cache_arg: str
+) -> torch.Tensor:
+    """input_ids [1, T] -> logits of the last position [vocab], extending the KV cache."""
+    # logits_to_keep=1 skips the vocab-sized head for every prompt position but the last.
+    kv = {cache_arg: cache}
+    output = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **kv)
+    return output.logits[0, -1, :]  # type: ignore[no-any-return]
+
+
+def sample_token(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> int:
+    """logits [vocab] -> token id (argmax, or temperature + nucleus sampling)."""
+    if params.temperature == 0.0:
+        return int(torch.argmax(logits).item())
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, sorted_ids = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        # Keep the smallest set whose mass reaches top_p (the first token is always kept).
+        sorted_probs[(cumulative - sorted_probs) > params.top_p] = 0.0
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return int(sorted_ids[choice].item())
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def decode_tokens(
+    model: PreTrainedModel,
+    prompt_ids: list[int],
+    params: SamplingParams,
+    stop_ids: frozenset[int],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[int]:
+    """Yield generated token ids one by one; a stop token is yielded and ends the stream.
+
+    should_stop is checked before each decode step, so cancelling costs at most one step.
+    """
+    device = model.device
+    generator: torch.Generator | None = None
+    if params.temperature > 0.0:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(params.seed if params.seed is not None else torch.seed())
+    cache = DynamicCache(config=model.config)
+    cache_arg = cache_argument(model)
+    with torch.inference_mode():
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # [1, T]
+        logits = forward_last_logits(model, input_ids, cache, cache_arg)
+        for step in range(params.max_new_tokens):
+            token = sample_token(logits, params, generator)
+            yield token
+            if token in stop_ids or step + 1 == params.max_new_tokens or should_stop():
+                return
+            next_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
+            logits = forward_last_logits(model, next_ids, cache, cache_arg)

@@ -1,0 +1,272 @@
+"""The async face of the engine: admission, cache, single-flight, and a stream of events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+
+from engine.bootstrap import LoadedModel, ProgressCallback, bootstrap, no_progress
+from engine.config import EngineSettings
+from engine.decode_loop import SamplingParams
+from engine.errors import EngineError, EngineNotReady, PromptTooLong
+from engine.events import (
+    ChatTurn,
+    EngineEvent,
+    Finished,
+    GenerationRequest,
+    Queued,
+    ReplyStats,
+    Started,
+    TokenText,
+)
+from engine.prompt import encode_prompt, prompt_opens_think, render_chat, template_version
+from engine.reply_runner import Job
+from engine.response_cache import CachedReply, ResponseCache, cache_key
+from engine.stats import EffectiveConfig, EngineStats, StatsSnapshot
+from engine.worker import Failed, Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A rendered, tokenised prompt ready for the worker."""
+
+    text: str
+    ids: list[int]
+    starts_in_think: bool
+
+
+class Engine:
+    """Owns the worker thread and the response cache; safe to share between adapters."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.stats = EngineStats()
+        self._worker = Worker(settings.queue_size, self.stats)
+        self._bundle: LoadedModel | None = None
+        self._cache: ResponseCache | None = None
+        self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
+
+    async def start(self, progress: ProgressCallback = no_progress) -> EffectiveConfig:
+        """Load the model on the worker thread; the event loop stays free meanwhile."""
+        if self.settings.cache_enabled:
+            self._cache = await asyncio.to_thread(
+                ResponseCache, self.settings.cache_dir, self.settings.cache_size_mb * 1024 * 1024
+            )
+        ready = self._worker.start(lambda: bootstrap(self.settings, progress))
+        self._bundle = await asyncio.wrap_future(ready)
+        self.stats.config = self._bundle.effective()
+        log.info("engine ready: %s", self.stats.config.summary())
+        return self.stats.config
+
+    @property
+    def ready(self) -> bool:
+        """True once the model is loaded."""
+        return self._bundle is not None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The loaded model bundle (raises before start); for benchmarks and diagnostics."""
+        return self._require_bundle()
+
+    @property
+    def busy(self) -> bool:
+        """True while a reply is being generated or waits in the queue."""
+        return self._worker.busy
+
+    @property
+    def effective(self) -> EffectiveConfig:
+        """The configuration in effect (raises before start)."""
+        return self._require_bundle().effective()
+
+    def snapshot(self) -> StatsSnapshot:
+        """Aggregate counters for /stats."""
+        return self.stats.snapshot()
+
+    def prepare(self, messages: Sequence[ChatTurn]) -> PreparedPrompt:
+        """Render and tokenise a conversation with the model's chat template."""
+        bundle = self._require_bundle()
+        text = render_chat(bundle.tokenizer, messages, self.settings.enable_thinking)
+        return PreparedPrompt(text, encode_prompt(bundle.tokenizer, text), prompt_opens_think(text))
+
+    def count_tokens(self, messages: Sequence[ChatTurn]) -> int:
+        """Prompt tokens this conversation would cost, template included."""
+        return len(self.prepare(messages).ids)
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a bare piece of text (for input limits)."""
+        ids = self._require_bundle().tokenizer(text, add_special_tokens=False)["input_ids"]
+        return len(ids)
+
+    def prompt_limit(self, max_new_tokens: int | None = None) -> int:
+        """Longest prompt accepted: the setting, and room for the reply in the context window."""
+        bundle = self._require_bundle()
+        context = int(getattr(bundle.model.config, "max_position_embeddings", 0) or 0)
+        new_tokens = max_new_tokens or self.settings.max_new_tokens
+        limit = self.settings.max_input_tokens
+        return min(limit, context - new_tokens) if context else limit
+
+    def sampling(self, request: GenerationRequest) -> SamplingParams:
+        """Request parameters over engine defaults."""
+        s = self.settings
+        return SamplingParams(
+            max_new_tokens=request.max_new_tokens or s.max_new_tokens,
+            temperature=s.temperature if request.temperature is None else request.temperature,
+            top_p=s.top_p if request.top_p is None else request.top_p,
+            seed=s.seed if request.seed is None else request.seed,
+        )
+
+    async def generate(self, request: GenerationRequest) -> Finished:
+        """The whole reply at once."""
+        async for event in self.stream(request):
+            if isinstance(event, Finished):
+                return event
+        raise EngineNotReady("the stream ended without a reply")
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:
+        """Queued?, Started, TokenText..., Finished; typed EngineErrors are raised."""
+        submitted = time.perf_counter()
+        try:
+            params = self.sampling(request)
+            prompt = self.prepare(request.messages)
+            limit = self.prompt_limit(params.max_new_tokens)
+            if len(prompt.ids) > limit:
+                raise PromptTooLong(len(prompt.ids), limit)
+        except EngineError as error:
+            self.stats.record_error(error.kind)
+            raise
+        key = self._key(prompt, params) if params.deterministic else None
+        while True:
+            if key is not None:
+                cached = await self._cache_get(key)
+                if cached is not None:
+                    async for event in self._replay(cached, submitted):
+                        yield event
+                    return
+                leader = self._inflight.get(key)
+                if leader is not None:
+                    # Two identical requests at once: wait for the first one's reply.
+                    shared = await asyncio.shield(leader)
+                    if shared is None:
+                        continue  # the first one failed or was cancelled: run it ourselves
+                    async for event in self._replay(_as_cached(shared), submitted):
+                        yield event
+                    return
+            async for event in self._run(prompt, params, key):
+                yield event
+            return
+
+    async def close(self) -> None:
+        """Cancel queued and running replies, stop the worker, close the cache."""
+        await asyncio.to_thread(self._worker.stop)
+        if self._cache is not None:
+            self._cache.close()
+        self._bundle = None
+
+    def _require_bundle(self) -> LoadedModel:
+        if self._bundle is None:
+            raise EngineNotReady("the model is not loaded")
+        return self._bundle
+
+    def _key(self, prompt: PreparedPrompt, params: SamplingParams) -> str | None:
+        if self._cache is None or not self._cache.available:
+            return None
+        bundle = self._require_bundle()
+        return cache_key(
+            {
+                "model": bundle.fingerprint,
+                "dtype": str(bundle.dtype),
+                "quantization": bundle.quantization,
+                "template": template_version(bundle.tokenizer),
+                "thinking": self.settings.enable_thinking,
+                "prompt": prompt.text,
+                "max_new_tokens": params.max_new_tokens,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+                "seed": params.seed if params.temperature > 0 else None,
+            }
+        )
+
+    async def _cache_get(self, key: str) -> CachedReply | None:
+        if self._cache is None:
+            return None
+        return await asyncio.to_thread(self._cache.get, key)
+
+    async def _replay(
+        self, cached: CachedReply, submitted: float
+    ) -> AsyncGenerator[EngineEvent, None]:
+        yield Started(prompt_tokens=cached.prompt_tokens)
+        yield TokenText(cached.text)
+        elapsed = time.perf_counter() - submitted
+        stats = ReplyStats(
+            prompt_tokens=cached.prompt_tokens,
+            generated_tokens=cached.generated_tokens,
+            ttft_s=elapsed,
+            decode_tps=0.0,
+            total_s=elapsed,
+            queue_wait_s=0.0,
+            cache_hit=True,
+        )
+        self.stats.record_reply(stats)
+        yield Finished(cached.text, stats, "cached")
+
+    async def _run(
+        self, prompt: PreparedPrompt, params: SamplingParams, key: str | None
+    ) -> AsyncGenerator[EngineEvent, None]:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+
+        def emit(event: object) -> None:
+            # A closed loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(inbox.put_nowait, event)
+
+        job = Job(prompt.ids, params, prompt.starts_in_think, emit)
+        shared: asyncio.Future[Finished | None] | None = None
+        if key is not None:
+            shared = loop.create_future()
+            self._inflight[key] = shared
+        result: Finished | None = None
+        try:
+            try:
+                ahead = self._worker.submit(job)
+            except EngineError as error:
+                self.stats.record_error(error.kind)
+                raise
+            if ahead:
+                yield Queued(ahead)
+            while result is None:
+                event = await inbox.get()
+                if isinstance(event, Failed):
+                    self.stats.record_error(event.error.kind)
+                    raise event.error
+                if isinstance(event, Finished):
+                    result = event
+                    self.stats.record_reply(event.stats)
+                    if key is not None and event.finish_reason in ("stop", "length"):
+                        await asyncio.to_thread(self._store, key, event)
+                if isinstance(event, Queued | Started | TokenText | Finished):
+                    yield event
+        finally:
+            if result is None:
+                self._worker.withdraw(job)
+            if shared is not None and key is not None:
+                self._inflight.pop(key, None)
+                if not shared.done():
+                    finished_ok = result is not None and result.finish_reason != "cancelled"
+                    shared.set_result(result if finished_ok else None)
+
+    def _store(self, key: str, finished: Finished) -> None:
+        if self._cache is not None:
+            stats = finished.stats
+            self._cache.put(key, finished.text, stats.prompt_tokens, stats.generated_tokens)
+
+
+def _as_cached(finished: Finished) -> CachedReply:
+    stats = finished.stats
+    return CachedReply(finished.text, stats.prompt_tokens, stats.generated_tokens, time.time())

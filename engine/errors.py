@@ -1,0 +1,54 @@
+"""Typed engine errors, each with a stable label that metrics and user messages switch on."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine reports to its callers."""
+
+    kind = "internal"
+
+
+class Overloaded(EngineError):
+    """The request queue is full; the request was refused at once."""
+
+    kind = "overloaded"
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"the engine queue is full ({queued} requests waiting)")
+        self.queued = queued
+
+
+class PromptTooLong(EngineError):
+    """The rendered prompt does not fit the model's context or the configured input limit."""
+
+    kind = "too_long"
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"prompt is {tokens} tokens, the limit is {limit}")
+        self.tokens = tokens
+        self.limit = limit
+
+
+class GenerationFailed(EngineError):
+    """Generation raised inside the worker; only this request failed."""
+
+    kind = "generation_failed"
+
+
+class EngineNotReady(EngineError):
+    """The model is not loaded (yet, or any more)."""
+
+    kind = "not_ready"
+
+
+class ModelNotFound(EngineError):
+    """The configured model could not be found locally or downloaded."""
+
+    kind = "model_not_found"
+
+
+class ModelLoadFailed(EngineError):
+    """The model was found but could not be loaded."""
+
+    kind = "model_load_failed"

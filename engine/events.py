@@ -1,0 +1,75 @@
+"""What a caller sends in (a request) and gets back (a stream of events)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "cached"]
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One message of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A chat to continue; unset generation parameters come from the engine settings."""
+
+    messages: tuple[ChatTurn, ...]
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Speed figures of one reply."""
+
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float
+    decode_tps: float
+    total_s: float
+    queue_wait_s: float
+    cache_hit: bool
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The request waits; `ahead` requests will run before it."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """Generation (or a cache lookup that hit) has begun."""
+
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenText:
+    """Newly visible reply text (think blocks already removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The whole visible reply and its stats."""
+
+    text: str
+    stats: ReplyStats
+    finish_reason: FinishReason = "stop"
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
+
+
+EngineEvent = Queued | Started | TokenText | Finished

@@ -1,0 +1,118 @@
+"""Load the tokenizer and model weights with the dtype and device chosen for this machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from engine.config import Device, Dtype
+from engine.errors import ModelLoadFailed, ModelNotFound
+from engine.model_source import HOW_TO_POINT_LOCALLY, ModelSource
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    if platform.machine().lower() in {"aarch64", "arm64"}:
+        return "bf16" in flags
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_device(setting: Device) -> torch.device:
+    """auto = CUDA when present, else CPU (the CPU path is the product)."""
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_dtype(setting: Dtype, device: torch.device) -> torch.dtype:
+    """auto = bfloat16 where the hardware has it natively (2x faster decode here), else fp32."""
+    if setting != "auto":
+        return _DTYPES[setting]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def quiet_loading_bars() -> None:
+    """Turn off transformers' per-file progress bars (the entry point shows its own)."""
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    # The GGUF de-quantisation bar is a plain tqdm that only listens to this variable.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _source_kwargs(source: ModelSource) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    if source.revision:
+        kwargs["revision"] = source.revision
+    return kwargs
+
+
+def _not_found(source: ModelSource, error: Exception) -> ModelNotFound:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelNotFound(
+        f"model '{source.location}' is not in the local Hugging Face cache and could not be "
+        f"downloaded ({reason[:160]}); {HOW_TO_POINT_LOCALLY}"
+    )
+
+
+def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    """Load the tokenizer that belongs to the model (GGUF files carry their own)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **_source_kwargs(source))
+    except OSError as error:
+        if source.is_local:
+            message = f"cannot read the tokenizer of {source.location}: {error}"
+            raise ModelLoadFailed(message) from error
+        raise _not_found(source, error) from error
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise ModelLoadFailed(f"cannot load the tokenizer of {source.location}: {error}") from error
+    return tokenizer
+
+
+def load_weights(
+    source: ModelSource,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantization_config: Any = None,
+) -> PreTrainedModel:
+    """Load the causal LM in eval mode; low_cpu_mem_usage avoids a second full copy in RAM."""
+    kwargs = _source_kwargs(source)
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source.location, dtype=dtype, low_cpu_mem_usage=True, **kwargs
+        )
+    except OSError as error:
+        if source.is_local:
+            raise ModelLoadFailed(f"cannot read model {source.location}: {error}") from error
+        raise _not_found(source, error) from error
+    except (ValueError, KeyError, RuntimeError, ImportError) as error:
+        raise ModelLoadFailed(f"cannot load model {source.location}: {error}") from error
+    if quantization_config is None:
+        model.to(device)  # type: ignore[arg-type]  # transformers wraps .to with a narrower stub
+    model.train(False)  # eval mode: no dropout
+    model.requires_grad_(False)
+    return model

@@ -1,0 +1,101 @@
+"""Persistent cache of deterministic replies; a broken cache is bypassed, never fatal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from engine.json_store import PickleRefused, dumps, open_json_store
+
+log = logging.getLogger(__name__)
+
+# Everything a damaged, locked or full store can raise; each means "treat as a miss".
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    OSError,
+    PickleRefused,
+    TypeError,
+    ValueError,
+    KeyError,
+    diskcache.Timeout,
+)
+
+KEY_SCHEMA = 1  # bump when the meaning of a cached entry changes
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """SHA-256 over canonical JSON of everything that changes the output."""
+    return hashlib.sha256(dumps({"schema": KEY_SCHEMA, **parts}).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedReply:
+    """A stored reply: its visible text and the token counts of the run that made it."""
+
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    created_at: float
+
+
+class ResponseCache:
+    """diskcache-backed, JSON only, size-limited with least-recently-used eviction."""
+
+    def __init__(self, directory: Path, size_limit_bytes: int) -> None:
+        self.directory = directory
+        self._store: diskcache.Cache | None = None
+        try:
+            self._store = open_json_store(directory, size_limit_bytes)
+        except STORE_ERRORS as error:
+            log.warning("response cache at %s unusable, running without it: %s", directory, error)
+
+    @property
+    def available(self) -> bool:
+        """False when the store could not be opened (replies are then never cached)."""
+        return self._store is not None
+
+    def get(self, key: str) -> CachedReply | None:
+        """The cached reply for key, or None on a miss or any store error."""
+        if self._store is None:
+            return None
+        try:
+            raw = self._store.get(key)
+            if raw is None:
+                return None
+            data = json.loads(raw)
+            return CachedReply(
+                text=str(data["text"]),
+                prompt_tokens=int(data["prompt_tokens"]),
+                generated_tokens=int(data["generated_tokens"]),
+                created_at=float(data["created_at"]),
+            )
+        except STORE_ERRORS as error:
+            log.warning("response cache read failed, treating as a miss: %s", error)
+            return None
+
+    def put(self, key: str, text: str, prompt_tokens: int, generated_tokens: int) -> None:
+        """Store a reply; failures are logged and otherwise ignored."""
+        if self._store is None:
+            return
+        reply = CachedReply(text, prompt_tokens, generated_tokens, time.time())
+        try:
+            self._store.set(key, dumps(asdict(reply)))
+        except STORE_ERRORS as error:
+            log.warning("response cache write failed, reply not cached: %s", error)
+
+    def close(self) -> None:
+        """Close the underlying database."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            except STORE_ERRORS as error:
+                log.warning("response cache close failed: %s", error)
+            self._store = None

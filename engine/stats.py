@@ -1,0 +1,141 @@
+"""Aggregate engine statistics for /stats, safe to update from the worker thread."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import psutil
+
+from engine.events import ReplyStats
+
+_WINDOW = 1000  # recent replies kept for percentiles
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """What is actually in effect after fallbacks, for the start-up line and /stats."""
+
+    model: str
+    device: str
+    dtype: str
+    quantization: str
+    compiled: bool
+    threads: int
+    interop_threads: int
+    fallbacks: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line: model, dtype, quantisation, compile state and threads."""
+        return (
+            f"model {self.model} · {self.device} · {self.dtype} · "
+            f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "
+            f"{self.threads} threads"
+        )
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A consistent copy of the counters at one moment."""
+
+    requests: int
+    errors: dict[str, int]
+    cache_hits: int
+    latency_p50_s: float
+    latency_p95_s: float
+    ttft_p50_s: float
+    ttft_p95_s: float
+    mean_decode_tps: float
+    tokens_generated: int
+    queue_depth: int
+    queue_depth_max: int
+    uptime_s: float
+    rss_bytes: int
+    cpu_percent: float
+    config: EffectiveConfig | None
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """Share of requests answered from the cache."""
+        return self.cache_hits / self.requests if self.requests else 0.0
+
+
+@dataclass
+class EngineStats:
+    """Counters updated by the engine; read with snapshot()."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    config: EffectiveConfig | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _requests: int = 0
+    _cache_hits: int = 0
+    _tokens: int = 0
+    _errors: Counter[str] = field(default_factory=Counter)
+    _latency: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _ttft: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _tps: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _queue_depth: int = 0
+    _queue_depth_max: int = 0
+    _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
+
+    def record_reply(self, stats: ReplyStats) -> None:
+        """Count one answered request."""
+        with self._lock:
+            self._requests += 1
+            self._latency.append(stats.total_s)
+            if stats.cache_hit:
+                self._cache_hits += 1
+                return
+            self._tokens += stats.generated_tokens
+            self._ttft.append(stats.ttft_s)
+            if stats.generated_tokens > 1:
+                self._tps.append(stats.decode_tps)
+
+    def record_error(self, kind: str) -> None:
+        """Count one failed or refused request by its error label."""
+        with self._lock:
+            self._requests += 1
+            self._errors[kind] += 1
+
+    def set_queue_depth(self, depth: int) -> None:
+        """Track the number of waiting requests now and the most ever seen."""
+        with self._lock:
+            self._queue_depth = depth
+            self._queue_depth_max = max(self._queue_depth_max, depth)
+
+    def snapshot(self) -> StatsSnapshot:
+        """Copy the counters, with process RSS and CPU % read now."""
+        with self._lock:
+            latency, ttft, tps = list(self._latency), list(self._ttft), list(self._tps)
+            snapshot = StatsSnapshot(
+                requests=self._requests,
+                errors=dict(self._errors),
+                cache_hits=self._cache_hits,
+                latency_p50_s=percentile(latency, 50),
+                latency_p95_s=percentile(latency, 95),
+                ttft_p50_s=percentile(ttft, 50),
+                ttft_p95_s=percentile(ttft, 95),
+                mean_decode_tps=statistics.fmean(tps) if tps else 0.0,
+                tokens_generated=self._tokens,
+                queue_depth=self._queue_depth,
+                queue_depth_max=self._queue_depth_max,
+                uptime_s=time.monotonic() - self.started_at,
+                rss_bytes=self._process.memory_info().rss,
+                # CPU % since the previous call (psutil's own bookkeeping), across all cores.
+                cpu_percent=self._process.cpu_percent(interval=None),
+                config=self.config,
+            )
+        return snapshot

@@ -1,0 +1,145 @@
+"""The chat service end to end on the tiny model: routing, access, limits, history."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from bot import formatting
+from bot.commands import HELP_TEXT
+from bot.messages import Notice, ReplyContext, ReplyDone, ReplyText
+from bot.settings import DEFAULT_SYSTEM_PROMPT
+from engine.engine import Engine
+from engine.events import ChatTurn
+from tests.bot.conftest import ServiceFactory, dm, group, replies
+
+
+async def test_private_message_streams_a_reply_with_footer(make_service: ServiceFactory) -> None:
+    events = await replies(make_service(), dm("Hello"))
+    assert isinstance(events[-1], ReplyDone)
+    streamed = "".join(e.text for e in events if isinstance(e, ReplyText))
+    assert streamed.strip() == events[-1].text
+    assert events[-1].footer is not None and events[-1].footer.startswith("⚡ ")
+    assert "tokens" in events[-1].footer
+
+
+async def test_footer_can_be_switched_off(make_service: ServiceFactory) -> None:
+    events = await replies(make_service(speed_footer=False), dm("Hello"))
+    assert isinstance(events[-1], ReplyDone) and events[-1].footer is None
+
+
+async def test_group_message_without_mention_is_ignored(make_service: ServiceFactory) -> None:
+    service = make_service()
+    assert await replies(service, group("just chatting")) == []
+    assert isinstance((await replies(service, group("hi bot", mentions_bot=True)))[-1], ReplyDone)
+    to_bot = group("and you?", reply_to=ReplyContext("earlier answer", from_bot=True))
+    assert isinstance((await replies(service, to_bot))[-1], ReplyDone)
+
+
+async def test_blocked_users_get_silence_and_outsiders_a_refusal(
+    make_service: ServiceFactory,
+) -> None:
+    service = make_service(blocked_ids=frozenset({7}), allowed_user_ids=frozenset({42}))
+    assert await replies(service, dm("hello", user_id=7, chat_id=7)) == []
+    assert await replies(service, dm("hello", user_id=8, chat_id=8)) == [
+        Notice(formatting.NOT_ALLOWED, is_error=True)
+    ]
+    assert await replies(service, group("hello", user_id=8, mentions_bot=True)) == []
+    assert isinstance((await replies(service, dm("hello")))[-1], ReplyDone)
+
+
+async def test_commands_never_reach_the_model(make_service: ServiceFactory, engine: Engine) -> None:
+    service = make_service(admin_ids=frozenset({1}))
+    assert await replies(service, dm("/help")) == [Notice(HELP_TEXT)]
+    assert await replies(service, dm("/frobnicate now")) == [Notice(HELP_TEXT)]
+    assert (await replies(service, dm("/start")))[0].text.startswith("Hello!")  # type: ignore[union-attr]
+    assert await replies(service, dm("/stats")) == [Notice(formatting.ADMIN_ONLY)]
+    admin_view = await replies(service, dm("/stats", user_id=1, chat_id=1))
+    assert isinstance(admin_view[0], Notice) and "Requests" in admin_view[0].text
+    assert "quantization" in admin_view[0].text
+    assert engine.snapshot().requests == 0
+
+
+async def test_group_commands_for_another_bot_are_ignored(make_service: ServiceFactory) -> None:
+    service = make_service()
+    assert await replies(service, group("/help@other_bot")) == []
+    assert await replies(service, group("/help")) == [Notice(HELP_TEXT)]
+
+
+async def test_history_is_kept_then_reset(make_service: ServiceFactory, engine: Engine) -> None:
+    service = make_service()
+    fresh_prompt = engine.count_tokens(
+        [ChatTurn("system", DEFAULT_SYSTEM_PROMPT), ChatTurn("user", "What is my name?")]
+    )
+    await replies(service, dm("My name is Lan."))
+    second = await replies(service, dm("What is my name?"))
+    assert isinstance(second[-1], ReplyDone)
+    assert second[-1].stats.prompt_tokens > fresh_prompt
+    assert await replies(service, dm("/reset")) == [Notice(formatting.HISTORY_CLEARED)]
+    third = await replies(service, dm("What is my name?"))
+    assert isinstance(third[-1], ReplyDone) and third[-1].stats.prompt_tokens == fresh_prompt
+
+
+async def test_history_survives_a_restart(make_service: ServiceFactory) -> None:
+    await replies(make_service(), dm("Remember: the code word is mango."))
+    restarted = make_service()
+    again = await replies(restarted, dm("What is the code word?"))
+    fresh = await replies(restarted, dm("What is the code word?", chat_id=99, user_id=99))
+    assert isinstance(again[-1], ReplyDone) and isinstance(fresh[-1], ReplyDone)
+    assert again[-1].stats.prompt_tokens > fresh[-1].stats.prompt_tokens
+
+
+async def test_threads_have_separate_histories(make_service: ServiceFactory) -> None:
+    service = make_service()
+    await replies(service, group("topic one talk", mentions_bot=True, thread_id=1))
+    other = await replies(service, group("hello", mentions_bot=True, thread_id=2))
+    alone = await replies(service, group("hello", mentions_bot=True, thread_id=3))
+    assert other[-1].stats.prompt_tokens == alone[-1].stats.prompt_tokens  # type: ignore[union-attr]
+
+
+async def test_rate_limit_answers_politely(make_service: ServiceFactory) -> None:
+    service = make_service(rate_limit_burst=2, rate_limit_per_minute=1)
+    assert isinstance((await replies(service, dm("one")))[-1], ReplyDone)
+    assert isinstance((await replies(service, dm("two")))[-1], ReplyDone)
+    third = await replies(service, dm("three"))
+    assert len(third) == 1 and isinstance(third[0], Notice) and third[0].is_error
+    assert "wait" in third[0].text
+    assert isinstance((await replies(service, dm("other user", user_id=5)))[-1], ReplyDone)
+
+
+async def test_over_long_message_is_refused_with_numbers(make_service: ServiceFactory) -> None:
+    events = await replies(make_service(max_input_tokens=10), dm("word " * 40))
+    assert len(events) == 1 and isinstance(events[0], Notice) and events[0].is_error
+    assert "at most 10" in events[0].text
+
+
+async def test_engine_errors_become_friendly_text(make_service: ServiceFactory) -> None:
+    service = make_service(max_input_tokens=100_000)
+    events = await replies(service, dm("long " * 5000))  # past the engine's prompt limit
+    assert len(events) == 1 and isinstance(events[0], Notice) and events[0].is_error
+    assert "too long" in events[0].text and "/reset" in events[0].text
+
+
+async def test_decomposed_vietnamese_hits_the_same_cache_entry(
+    make_service: ServiceFactory,
+) -> None:
+    service = make_service()
+    composed = "Tiếng Việt thật đẹp"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    first = await replies(service, dm(composed, keep_history=False))
+    second = await replies(service, dm(decomposed, keep_history=False))
+    assert isinstance(second[-1], ReplyDone) and second[-1].stats.cache_hit
+    assert second[-1].text == first[-1].text  # type: ignore[union-attr]
+
+
+async def test_quoted_message_reaches_the_prompt(make_service: ServiceFactory) -> None:
+    service = make_service()
+    plain = await replies(service, group("what is this?", mentions_bot=True, chat_id=-1))
+    quoted = group(
+        "what is this?",
+        mentions_bot=True,
+        chat_id=-2,
+        reply_to=ReplyContext("a long quoted message from someone else", from_bot=False),
+    )
+    with_quote = await replies(service, quoted)
+    assert with_quote[-1].stats.prompt_tokens > plain[-1].stats.prompt_tokens  # type: ignore[union-attr]

@@ -1,0 +1,48 @@
+"""Shared fixtures: an offline environment and a tiny real Qwen3 model built once per run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.engine import Engine
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No hub, no telemetry, no progress bars: the run must work without the internet."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random-weight Qwen3 with the real Qwen tokenizer and chat template."""
+    from tests.support.tiny_qwen import build_tiny_qwen3
+
+    return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+@pytest.fixture
+def engine_settings(tiny_model_dir: Path, tmp_path: Path) -> EngineSettings:
+    """Settings for the tiny model with a private cache directory."""
+    return EngineSettings(
+        model=str(tiny_model_dir),
+        cache_dir=tmp_path / "responses",
+        max_new_tokens=12,
+        warmup=False,
+    )
+
+
+@pytest.fixture
+async def engine(engine_settings: EngineSettings) -> AsyncIterator[Engine]:
+    """A started engine on the tiny model, closed after the test."""
+    started = Engine(engine_settings)
+    await started.start()
+    yield started
+    await started.close()

@@ -1,0 +1,140 @@
+"""Loading, thread planning, quantisation and compile switches with their fallbacks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine import cpu_tuning
+from engine.config import EngineSettings
+from engine.cpu_tuning import plan_threads
+from engine.engine import Engine
+from engine.errors import ModelNotFound
+from engine.loader import cpu_has_native_bf16, resolve_dtype
+from engine.quantize import Int8WeightOnlyLinear
+from tests.support.chat import request
+
+
+def test_explicit_thread_count_wins() -> None:
+    assert plan_threads(3, cap=8, interop=1).intra_op == 3
+
+
+def test_auto_threads_follow_affinity_and_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_tuning.os, "sched_getaffinity", lambda _pid: set(range(32)))
+    monkeypatch.setattr(cpu_tuning.psutil, "cpu_count", lambda logical=True: 64 if logical else 32)
+    plan = plan_threads(None, cap=8, interop=1)
+    assert plan.intra_op == 8 and "capped" in plan.reason
+    monkeypatch.setattr(cpu_tuning.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert plan_threads(None, cap=8, interop=1).intra_op == 2  # 4 logical CPUs = 2 cores (SMT)
+
+
+def test_auto_dtype_is_bf16_only_with_native_support() -> None:
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+
+
+async def test_effective_config_reports_what_runs(engine: Engine) -> None:
+    config = engine.effective
+    assert config.model == Path(engine.settings.model).name
+    assert config.device == "cpu" and config.quantization == "none" and not config.compiled
+    assert config.threads == torch.get_num_threads()
+    assert "quantization none" in config.summary() and "compile off" in config.summary()
+
+
+async def test_int8_replaces_linear_layers_and_still_answers(
+    engine_settings: EngineSettings,
+) -> None:
+    engine = Engine(engine_settings.model_copy(update={"quantization": "int8"}))
+    await engine.start()
+    try:
+        assert engine.effective.quantization == "int8"
+        model = engine.loaded.model
+        assert isinstance(model.get_output_embeddings(), Int8WeightOnlyLinear)
+        assert not any(type(m) is torch.nn.Linear for m in model.modules())
+        reply = await engine.generate(request("Hello", max_new_tokens=6))
+    finally:
+        await engine.close()
+    assert reply.stats.generated_tokens == 6
+
+
+async def test_int8_outputs_track_the_full_precision_model(engine_settings: EngineSettings) -> None:
+    logits = {}
+    for quantization in ("none", "int8"):
+        engine = Engine(
+            engine_settings.model_copy(update={"quantization": quantization, "dtype": "float32"})
+        )
+        await engine.start()
+        ids = torch.tensor([engine.prepare(request("Hello there").messages).ids])
+        with torch.inference_mode():
+            logits[quantization] = engine.loaded.model(input_ids=ids).logits[0, -1].float()
+        await engine.close()
+    cosine = torch.nn.functional.cosine_similarity(logits["none"], logits["int8"], dim=0)
+    assert cosine > 0.99
+
+
+async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
+    engine_settings: EngineSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def no_bitsandbytes(name: str, *args: Any) -> Any:
+        return None if name == "bitsandbytes" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_bitsandbytes)
+    engine = Engine(engine_settings.model_copy(update={"quantization": "bnb8"}))
+    with caplog.at_level(logging.WARNING):
+        await engine.start()
+    try:
+        assert engine.effective.quantization == "int8"
+        assert any("bitsandbytes" in line for line in engine.effective.fallbacks)
+    finally:
+        await engine.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "using int8 instead" in warnings[0].getMessage()
+
+
+async def test_failing_compile_falls_back_to_eager(
+    engine_settings: EngineSettings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_compile(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("inductor exploded")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    engine = Engine(engine_settings.model_copy(update={"compile": True}))
+    with caplog.at_level(logging.WARNING):
+        await engine.start()
+    try:
+        assert not engine.effective.compiled
+        reply = await engine.generate(request("Hi", max_new_tokens=3))
+    finally:
+        await engine.close()
+    assert reply.stats.generated_tokens == 3
+    assert any("torch.compile unavailable" in r.getMessage() for r in caplog.records)
+
+
+async def test_missing_local_model_says_how_to_fix(tmp_path: Path) -> None:
+    engine = Engine(EngineSettings(model=str(tmp_path / "nowhere.gguf"), cache_enabled=False))
+    with pytest.raises(ModelNotFound, match="ENGINE__MODEL"):
+        await engine.start()
+    await engine.close()
+
+
+async def test_uncached_hub_model_without_network_says_how_to_fix(tmp_path: Path) -> None:
+    settings = EngineSettings(model="qwenbot-tests/no-such-model", cache_enabled=False)
+    engine = Engine(settings)
+    with pytest.raises(ModelNotFound) as caught:
+        await engine.start()
+    await engine.close()
+    message = str(caught.value)
+    assert "\n" not in message and "ENGINE__MODEL" in message and ".gguf" in message

@@ -1,0 +1,143 @@
+"""The engine's async API on the real transformers path with a tiny Qwen3."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import pytest
+
+from engine.config import EngineSettings
+from engine.engine import Engine
+from engine.errors import GenerationFailed, Overloaded, PromptTooLong
+from engine.events import Finished, Queued, Started, TokenText
+from tests.support.chat import ForwardCounter, collect, request, wait_until
+
+
+async def test_stream_yields_started_then_text_then_finished(engine: Engine) -> None:
+    events = await collect(engine, request("Hello there", max_new_tokens=10))
+    assert isinstance(events[0], Started)
+    assert isinstance(events[-1], Finished)
+    assert all(isinstance(e, TokenText) for e in events[1:-1])
+    finished = events[-1]
+    streamed = "".join(e.text for e in events if isinstance(e, TokenText))
+    assert streamed == finished.text
+    stats = finished.stats
+    assert stats.prompt_tokens == events[0].prompt_tokens > 5
+    assert stats.generated_tokens == len(finished.token_ids) == 10  # random weights never stop
+    assert finished.finish_reason == "length"
+    assert stats.ttft_s > 0 and stats.total_s >= stats.ttft_s and stats.decode_tps > 0
+    assert not stats.cache_hit
+
+
+async def test_generate_is_greedy_and_deterministic(engine_settings: EngineSettings) -> None:
+    no_cache = engine_settings.model_copy(update={"cache_enabled": False})
+    engine = Engine(no_cache)
+    await engine.start()
+    try:
+        first = await engine.generate(request("Count to three", max_new_tokens=8))
+        second = await engine.generate(request("Count to three", max_new_tokens=8))
+    finally:
+        await engine.close()
+    assert first.token_ids == second.token_ids
+    assert not second.stats.cache_hit
+
+
+async def test_cancelling_the_consumer_stops_generation_at_the_next_token(engine: Engine) -> None:
+    counter = ForwardCounter(engine.loaded.model)
+    stream = engine.stream(request("Tell me a long story", max_new_tokens=3000))
+    async with aclosing(stream):
+        async for event in stream:
+            if isinstance(event, TokenText):
+                break
+        at_cancel = counter.calls
+    await wait_until(lambda: not engine.busy)
+    assert counter.calls - at_cancel <= 2  # the step in flight, then it stops
+    assert counter.calls < 3000
+    counter.restore()
+    after = await engine.generate(request("Still there?", max_new_tokens=4))
+    assert after.stats.generated_tokens == 4
+
+
+async def test_cancelling_the_task_stops_generation(engine: Engine) -> None:
+    counter = ForwardCounter(engine.loaded.model)
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in engine.stream(request("Go on forever", max_new_tokens=3000)):
+            if isinstance(event, TokenText):
+                started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 60)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = counter.calls
+    await wait_until(lambda: not engine.busy)
+    assert counter.calls - at_cancel <= 2
+    assert counter.calls < 3000
+
+
+async def test_full_queue_refuses_at_once(engine_settings: EngineSettings) -> None:
+    engine = Engine(engine_settings.model_copy(update={"queue_size": 1}))
+    await engine.start()
+    long = request("first", max_new_tokens=3000)
+    first = engine.stream(long)
+    try:
+        assert isinstance(await anext(first), Started)  # running, so the queue is empty again
+        second = engine.stream(request("second", max_new_tokens=3000))
+        assert await anext(second) == Queued(ahead=1)
+        with pytest.raises(Overloaded):
+            await collect(engine, request("third"))
+        assert engine.snapshot().errors == {"overloaded": 1}
+        await second.aclose()
+    finally:
+        await first.aclose()
+        await engine.close()
+
+
+async def test_queued_request_hears_its_position_move(engine_settings: EngineSettings) -> None:
+    engine = Engine(engine_settings.model_copy(update={"queue_size": 4}))
+    await engine.start()
+    running = engine.stream(request("one", max_new_tokens=40))
+    try:
+        assert isinstance(await anext(running), Started)
+        waiting_b = engine.stream(request("two", max_new_tokens=5))
+        assert await anext(waiting_b) == Queued(ahead=1)
+        waiting_c = engine.stream(request("three", max_new_tokens=5))
+        assert await anext(waiting_c) == Queued(ahead=2)
+        await collect_rest(running)
+        events_c = [event async for event in waiting_c]
+        assert Queued(ahead=1) in events_c  # moved up when "one" finished
+        assert isinstance(events_c[-1], Finished)
+        await collect_rest(waiting_b)
+    finally:
+        await engine.close()
+
+
+async def collect_rest(stream: object) -> None:
+    """Drain an async iterator."""
+    async for _ in stream:  # type: ignore[attr-defined]
+        pass
+
+
+async def test_exception_in_one_generation_fails_only_that_request(engine: Engine) -> None:
+    counter = ForwardCounter(engine.loaded.model, fail_on_call=3)
+    with pytest.raises(GenerationFailed):
+        await engine.generate(request("This one breaks", max_new_tokens=10))
+    counter.restore()
+    healthy = await engine.generate(request("This one works", max_new_tokens=5))
+    assert healthy.stats.generated_tokens == 5
+    assert engine.snapshot().errors == {"generation_failed": 1}
+
+
+async def test_prompt_over_the_limit_is_refused(engine_settings: EngineSettings) -> None:
+    engine = Engine(engine_settings.model_copy(update={"max_input_tokens": 20}))
+    await engine.start()
+    try:
+        with pytest.raises(PromptTooLong) as caught:
+            await engine.generate(request("word " * 50))
+    finally:
+        await engine.close()
+    assert caught.value.tokens > 20 and caught.value.limit == 20
