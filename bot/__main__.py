@@ -1,30 +1,19 @@
-"""The composition root: `qwenbot chat` wires settings, engine, service and an adapter."""
+"""The composition root: `qwenbot chat` wires settings, engine, service and an adapter.
+
+Heavy imports (torch, transformers) wait until the settings are known to be valid, so a
+typo in .env is reported in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from adapters.console_adapter import ConsoleChat, read_stdin_line
-from bot.history import HistoryStore
 from bot.logging_setup import configure_logging
-from bot.service import ChatService
-from bot.settings import Settings, SettingsInvalid, load_settings
-from engine.bootstrap import ProgressCallback
-from engine.engine import Engine
-from engine.errors import EngineError
-from engine.loader import quiet_loading_bars
-
-log = logging.getLogger("qwenbot")
+from bot.settings import SettingsInvalid, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,51 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def loading_progress(console: Console) -> Iterator[ProgressCallback]:
-    """A progress bar on stderr while the model loads; the callback is thread-safe."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("Starting", total=100)
-
-        def report(stage: str, fraction: float) -> None:
-            progress.update(task, description=stage, completed=fraction * 100)
-            if not console.is_terminal:
-                log.info("%s", stage)
-
-        yield report
-
-
-async def run_chat(settings: Settings, interactive: bool) -> int:
-    """Load the engine, then chat on the terminal until end of input."""
-    console = Console(stderr=True)
-    engine = Engine(settings.engine)
-    history: HistoryStore | None = None
-    try:
-        with loading_progress(console) as progress:
-            config = await engine.start(progress)
-        console.print(f"qwenbot · {config.summary()}", highlight=False, soft_wrap=True)
-        history = await asyncio.to_thread(
-            HistoryStore, settings.bot.history_dir, settings.bot.history_size_mb * 2**20
-        )
-        chat = ConsoleChat(ChatService(engine, settings.bot, history))
-        if interactive:
-            return await chat.run_interactive(read_stdin_line)
-        return await chat.run_piped(await asyncio.to_thread(sys.stdin.read))
-    except EngineError as error:
-        console.print(f"qwenbot: {error}", highlight=False, soft_wrap=True, markup=False)
-        return 1
-    finally:
-        await engine.close()
-        if history is not None:
-            history.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qwenbot` command."""
     args = build_parser().parse_args(argv)
@@ -98,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in error.lines:
             print(f"qwenbot: {line}", file=sys.stderr)
         return 2
-    quiet_loading_bars()
+    # Library progress bars would garble ours; tqdm reads this once, when it is imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from bot.app import run_chat  # noqa: PLC0415  (torch and transformers load here)
+    from engine.loader import quiet_libraries  # noqa: PLC0415
+
+    quiet_libraries()
     if args.command == "chat":
         try:
             return asyncio.run(run_chat(settings, interactive=sys.stdin.isatty()))

@@ -46,6 +46,11 @@ class BotSettings(BaseModel):
     rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
     speed_footer: bool = True
 
+    @field_validator("history_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @field_validator(
         "admin_ids", "allowed_user_ids", "allowed_chat_ids", "blocked_ids", mode="before"
     )
@@ -63,6 +68,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         case_sensitive=False,
         extra="ignore",  # other platforms' settings live in the same .env
+        env_ignore_empty=True,  # `ENGINE__THREADS=` (as in .env.example) means "the default"
     )
 
     engine: EngineSettings = EngineSettings()  # frozen, so one shared default is safe

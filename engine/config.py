@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -51,3 +51,8 @@ class EngineSettings(BaseModel):
     cache_enabled: bool = True
     cache_dir: Path = Field(default_factory=lambda: default_data_dir() / "responses")
     cache_size_mb: int = Field(256, ge=1)
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -53,11 +52,14 @@ def resolve_dtype(setting: Dtype, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
-def quiet_loading_bars() -> None:
-    """Turn off transformers' per-file progress bars (the entry point shows its own)."""
+def quiet_libraries() -> None:
+    """For a terminal: no per-file progress bars, and only transformers' errors.
+
+    Its warnings are written for library users (one even claims GGUF weights stay packed
+    when they are de-quantised); what matters to a bot operator we log ourselves.
+    """
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    # The GGUF de-quantisation bar is a plain tqdm that only listens to this variable.
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _source_kwargs(source: ModelSource) -> dict[str, Any]:

@@ -18,9 +18,7 @@ ServiceFactory = Callable[..., ChatService]
 
 
 @pytest.fixture
-async def make_service(
-    engine: Engine, tmp_path: Path
-) -> AsyncIterator[ServiceFactory]:
+async def make_service(engine: Engine, tmp_path: Path) -> AsyncIterator[ServiceFactory]:
     """Build a ChatService with bot settings overridden per test."""
     stores: list[HistoryStore] = []
 

@@ -13,7 +13,7 @@ import pytest
 from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.response_cache import ResponseCache, cache_key
-from tests.support.chat import ForwardCounter, collect, request
+from tests.support.chat import ForwardCounter, request
 
 
 async def test_repeat_is_served_from_cache_with_identical_text(engine: Engine) -> None:

@@ -40,7 +40,9 @@ def test_one_character_at_a_time_never_shows_half_a_tag() -> None:
 
 
 def test_text_that_only_looks_like_a_tag_is_kept() -> None:
-    assert "".join(feed(ThinkFilter(), ["a <thi", "s> b <", "br> c <th"])) == "a <this> b <br> c <th"
+    assert (
+        "".join(feed(ThinkFilter(), ["a <thi", "s> b <", "br> c <th"])) == "a <this> b <br> c <th"
+    )
 
 
 def test_unclosed_think_block_is_dropped() -> None:

@@ -41,9 +41,9 @@ class ForwardCounter:
         self._model.forward = self._inner
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+async def wait_until(predicate: Callable[[], bool], within: float = 30.0) -> None:
     """Poll until predicate() holds (the worker is another thread)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")

@@ -1,0 +1,51 @@
+"""`qwenbot chat` as a user runs it, on the real SmolLM2-135M-Instruct model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.smollm2 import smollm2_gguf
+
+ROOT = Path(__file__).parents[2]
+
+
+def _ask(question: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ENGINE__MODEL": str(smollm2_gguf()),
+        "ENGINE__CACHE_DIR": str(tmp_path / "responses"),
+        "BOT__HISTORY_DIR": str(tmp_path / "history"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "chat"],
+        input=question,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # no stray .env
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_paris_then_the_same_answer_from_cache_after_a_restart(tmp_path: Path) -> None:
+    first = _ask("What is the capital of France?\n", tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Paris" in first.stdout
+    assert "s to first token" in first.stdout and "tok/s" in first.stdout
+    status = [line for line in first.stderr.splitlines() if line.startswith("qwenbot ·")]
+    assert status and "SmolLM2-135M-Instruct" in status[0] and "threads" in status[0]
+    assert "Traceback" not in first.stderr
+
+    again = _ask("What is the capital of France?\n", tmp_path)  # a new process
+    assert again.returncode == 0, again.stderr
+    answer = first.stdout.splitlines()[:-1]
+    assert again.stdout.splitlines()[:-1] == answer
+    assert again.stdout.splitlines()[-1].startswith("⚡ cached · ")
