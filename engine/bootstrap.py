@@ -15,7 +15,13 @@ from engine.cpu_tuning import ThreadPlan, apply_threads, plan_threads
 from engine.decode_loop import SamplingParams, decode_tokens
 from engine.errors import ModelLoadFailed
 from engine.fingerprint import model_fingerprint
-from engine.loader import load_tokenizer, load_weights, resolve_device, resolve_dtype
+from engine.loader import (
+    load_tokenizer,
+    load_weights,
+    locate_on_hub,
+    resolve_device,
+    resolve_dtype,
+)
 from engine.model_source import ModelSource, resolve_source
 from engine.prompt import stop_token_ids
 from engine.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
@@ -122,6 +128,9 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         plan_threads(settings.threads, settings.max_threads, settings.interop_threads)
     )
     source = resolve_source(settings)
+    if not source.is_local:
+        progress(f"Looking for {source.location} (local cache, then the hub)", 0.02)
+        source = locate_on_hub(source)
     device = resolve_device(settings.device)
     if settings.device == "cuda" and not torch.cuda.is_available():
         _fall_back(fallbacks, "CUDA", "no CUDA device", "the CPU")

@@ -26,7 +26,8 @@ def _file_digest(path: Path, digest: hashlib._Hash) -> None:
 def model_fingerprint(source: ModelSource, commit_hash: str | None) -> str:
     """Hub models: id + resolved commit. Local models: a digest of their files."""
     if not source.is_local:
-        return f"hub:{source.location}@{commit_hash or source.revision or 'main'}"
+        commit = commit_hash or source.commit or source.revision or "main"
+        return f"hub:{source.location}@{commit}"
     digest = hashlib.sha256()
     folder = Path(source.location)
     if source.gguf_file:

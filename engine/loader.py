@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
@@ -60,10 +62,39 @@ def quiet_libraries() -> None:
     """
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    huggingface_hub.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+def locate_on_hub(source: ModelSource) -> ModelSource:
+    """A hub model: use the local cache when it has it, else check the hub answers at all.
+
+    Loading from the cache makes restarts independent of the hub. The one quick request
+    (no retries) turns "no network" into a one-line error in a second; otherwise every file
+    transformers asks for is retried for half a minute.
+    """
+    if source.is_local:
+        return source
+    probe_file = source.gguf_file or "config.json"
+    cached = huggingface_hub.try_to_load_from_cache(
+        source.location, probe_file, revision=source.revision
+    )
+    if isinstance(cached, str):
+        snapshot = Path(cached).parent  # .../snapshots/<commit>/config.json
+        commit = snapshot.name if snapshot.parent.name == "snapshots" else None
+        return replace(source, cached=True, commit=commit)
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise _not_found(source, OSError("offline mode (HF_HUB_OFFLINE) and not cached"))
+    try:
+        huggingface_hub.HfApi().model_info(source.location, revision=source.revision, timeout=10)
+    except Exception as error:
+        raise _not_found(source, error) from error
+    return source
 
 
 def _source_kwargs(source: ModelSource) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
+    if source.cached:
+        kwargs["local_files_only"] = True
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     if source.revision:

@@ -22,6 +22,8 @@ class ModelSource:
     gguf_file: str | None
     is_local: bool
     revision: str | None
+    cached: bool = False  # a hub model already in the local Hugging Face cache
+    commit: str | None = None  # the cached snapshot's commit, when known
 
     @property
     def display_name(self) -> str:

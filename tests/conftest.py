@@ -1,15 +1,21 @@
-"""Shared fixtures: an offline environment and a tiny real Qwen3 model built once per run."""
+"""Shared fixtures: an offline environment and a tiny real Qwen3 model built once per run.
+
+The engine is imported inside fixtures, not at the top: huggingface_hub reads HF_HUB_OFFLINE
+once, when it is first imported, and pytest_configure must set it before that happens.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from engine.config import EngineSettings
-from engine.engine import Engine
+if TYPE_CHECKING:
+    from engine.config import EngineSettings
+    from engine.engine import Engine
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,6 +37,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def engine_settings(tiny_model_dir: Path, tmp_path: Path) -> EngineSettings:
     """Settings for the tiny model with a private cache directory."""
+    from engine.config import EngineSettings
+
     return EngineSettings(
         model=str(tiny_model_dir),
         cache_dir=tmp_path / "responses",
@@ -42,6 +50,8 @@ def engine_settings(tiny_model_dir: Path, tmp_path: Path) -> EngineSettings:
 @pytest.fixture
 async def engine(engine_settings: EngineSettings) -> AsyncIterator[Engine]:
     """A started engine on the tiny model, closed after the test."""
+    from engine.engine import Engine
+
     started = Engine(engine_settings)
     await started.start()
     yield started

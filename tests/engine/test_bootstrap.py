@@ -138,3 +138,28 @@ async def test_uncached_hub_model_without_network_says_how_to_fix(tmp_path: Path
     await engine.close()
     message = str(caught.value)
     assert "\n" not in message and "ENGINE__MODEL" in message and ".gguf" in message
+
+
+async def test_cached_hub_model_loads_from_the_cache_alone(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--qwenbot-tests--tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    engine = Engine(EngineSettings(model="qwenbot-tests/tiny", cache_enabled=False, warmup=False))
+    await engine.start()
+    try:
+        assert engine.loaded.source.cached
+        assert engine.loaded.fingerprint == f"hub:qwenbot-tests/tiny@{commit}"
+        assert engine.effective.model == "qwenbot-tests/tiny"
+        reply = await engine.generate(request("Hi", max_new_tokens=3))
+    finally:
+        await engine.close()
+    assert reply.stats.generated_tokens == 3
