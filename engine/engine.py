@@ -173,9 +173,8 @@ class Engine:
             raise EngineNotReady("the model is not loaded")
         return self._bundle
 
-    def _key(self, prompt: PreparedPrompt, params: SamplingParams) -> str | None:
-        if self._cache is None or not self._cache.available:
-            return None
+    def _key(self, prompt: PreparedPrompt, params: SamplingParams) -> str:
+        """Identity of a deterministic reply: for the disk cache and for in-flight sharing."""
         bundle = self._require_bundle()
         return cache_key(
             {
@@ -193,7 +192,7 @@ class Engine:
         )
 
     async def _cache_get(self, key: str) -> CachedReply | None:
-        if self._cache is None:
+        if self._cache is None or not self._cache.available:
             return None
         return await asyncio.to_thread(self._cache.get, key)
 
@@ -262,7 +261,7 @@ class Engine:
                     shared.set_result(result if finished_ok else None)
 
     def _store(self, key: str, finished: Finished) -> None:
-        if self._cache is not None:
+        if self._cache is not None and self._cache.available:
             stats = finished.stats
             self._cache.put(key, finished.text, stats.prompt_tokens, stats.generated_tokens)
 

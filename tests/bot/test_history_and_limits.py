@@ -12,6 +12,7 @@ from bot.formatting import footer
 from bot.history import HistoryStore, trim_to_budget
 from engine.engine import Engine
 from engine.events import ChatTurn, ReplyStats
+from tests.support.exploit import TouchOnUnpickle
 
 SYSTEM = ChatTurn("system", "Be brief.")
 
@@ -57,20 +58,12 @@ def test_history_refuses_a_planted_pickle(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "h", 1 << 20)
     store.save("chat", [ChatTurn("user", "hi")])
     marker = tmp_path / "ran"
-    payload = pickle.dumps(_Exploit(marker))
+    payload = pickle.dumps(TouchOnUnpickle(marker))
     with sqlite3.connect(tmp_path / "h" / "cache.db") as db:
         db.execute("UPDATE Cache SET mode = 4, value = ? WHERE key = 'chat'", (payload,))
     assert store.load("chat") == []
     assert not marker.exists()
     store.close()
-
-
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (Path.touch, (self.marker,))
 
 
 def test_rate_limiter_allows_a_burst_then_refills() -> None:

@@ -14,6 +14,7 @@ from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.response_cache import ResponseCache, cache_key
 from tests.support.chat import ForwardCounter, request
+from tests.support.exploit import TouchOnUnpickle
 
 
 async def test_repeat_is_served_from_cache_with_identical_text(engine: Engine) -> None:
@@ -102,18 +103,8 @@ def test_cache_directory_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o700
 
 
-class _Exploit:
-    """Unpickling this would create a file: proof that code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return (Path.touch, (self.marker,))
-
-
 def _plant_pickle_row(directory: Path, key: str, marker: Path) -> None:
-    payload = pickle.dumps(_Exploit(marker))
+    payload = pickle.dumps(TouchOnUnpickle(marker))
     with sqlite3.connect(directory / "cache.db") as db:
         db.execute("DELETE FROM Cache WHERE key = ?", (key,))
         db.execute(
@@ -163,3 +154,20 @@ def test_non_text_values_are_refused_on_write(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         store.set(("tuple", "key"), "v")
     store.close()
+
+
+async def test_in_flight_sharing_works_without_the_disk_cache(
+    engine_settings: EngineSettings,
+) -> None:
+    engine = Engine(engine_settings.model_copy(update={"cache_enabled": False}))
+    await engine.start()
+    counter = ForwardCounter(engine.loaded.model)
+    same = request("Both of us ask this", max_new_tokens=10)
+    try:
+        first, second = await asyncio.gather(engine.generate(same), engine.generate(same))
+        later = await engine.generate(same)
+    finally:
+        await engine.close()
+    assert first.text == second.text == later.text
+    assert counter.calls == 20  # the pair shared one generation; the later one ran again
+    assert not later.stats.cache_hit
