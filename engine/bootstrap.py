@@ -97,13 +97,16 @@ def _load_quantized(
     return model, "none"
 
 
-def warm_up(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, stop: frozenset[int]
-) -> None:
-    """Run a few decode steps so lazy initialisation (and compilation) happens before users."""
-    prompt = tokenizer("Hello", add_special_tokens=False)["input_ids"] or [0]
-    for _ in decode_tokens(model, prompt, SamplingParams(max_new_tokens=3), stop):
-        pass
+def warm_up(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Run a few decode steps so lazy initialisation (and compilation) happens before users.
+
+    Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache
+    lengths change, marks them dynamic and recompiles here, not in a user's first reply.
+    """
+    for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
+        for _ in decode_tokens(model, prompt, SamplingParams(max_new_tokens=8), frozenset()):
+            pass
 
 
 def _compile_with_fallback(bundle: LoadedModel, fallbacks: list[str]) -> None:
@@ -112,7 +115,7 @@ def _compile_with_fallback(bundle: LoadedModel, fallbacks: list[str]) -> None:
     try:
         # dynamic=True: the prompt length and KV length change every call.
         bundle.model.forward = torch.compile(eager_forward, dynamic=True)
-        warm_up(bundle.model, bundle.tokenizer, bundle.stop_ids)
+        warm_up(bundle.model, bundle.tokenizer)
         bundle.compiled = True
     except Exception as error:  # noqa: BLE001  compile failures share no base class
         bundle.model.forward = eager_forward
@@ -158,6 +161,6 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         _compile_with_fallback(bundle, fallbacks)
     if settings.warmup and not bundle.compiled:
         progress("Warming up", 0.9)
-        warm_up(bundle.model, bundle.tokenizer, bundle.stop_ids)
+        warm_up(bundle.model, bundle.tokenizer)
     progress("Ready", 1.0)
     return bundle

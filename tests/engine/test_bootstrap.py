@@ -163,3 +163,20 @@ async def test_cached_hub_model_loads_from_the_cache_alone(
     finally:
         await engine.close()
     assert reply.stats.generated_tokens == 3
+
+
+async def test_compiled_model_gives_the_same_greedy_tokens(engine_settings: EngineSettings) -> None:
+    replies = {}
+    for compiled in (False, True):
+        engine = Engine(
+            engine_settings.model_copy(
+                update={"compile": compiled, "cache_enabled": False, "dtype": "float32"}
+            )
+        )
+        await engine.start()
+        try:
+            assert engine.effective.compiled is compiled
+            replies[compiled] = await engine.generate(request("Hello there", max_new_tokens=10))
+        finally:
+            await engine.close()
+    assert replies[True].token_ids == replies[False].token_ids
