@@ -123,9 +123,10 @@ class Engine:
 
     async def generate(self, request: GenerationRequest) -> Finished:
         """The whole reply at once."""
-        async for event in self.stream(request):
-            if isinstance(event, Finished):
-                return event
+        async with contextlib.aclosing(self.stream(request)) as events:
+            async for event in events:
+                if isinstance(event, Finished):
+                    return event
         raise EngineNotReady("the stream ended without a reply")
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[EngineEvent, None]:
@@ -140,7 +141,7 @@ class Engine:
         except EngineError as error:
             self.stats.record_error(error.kind)
             raise
-        key = self._key(prompt, params) if params.deterministic else None
+        key = self._key(prompt, params) if params.deterministic else None  # else never shared
         while True:
             if key is not None:
                 cached = await self._cache_get(key)
@@ -157,8 +158,10 @@ class Engine:
                     async for event in self._replay(_as_cached(shared), submitted):
                         yield event
                     return
-            async for event in self._run(prompt, params, key):
-                yield event
+            # aclosing: when our consumer stops, the job is withdrawn now, not when collected.
+            async with contextlib.aclosing(self._run(prompt, params, key)) as events:
+                async for event in events:
+                    yield event
             return
 
     async def close(self) -> None:
@@ -251,6 +254,10 @@ class Engine:
                         await asyncio.to_thread(self._store, key, event)
                 if isinstance(event, Queued | Started | TokenText | Finished):
                     yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            if result is None:
+                self.stats.record_error("cancelled")  # the user left or stopped the reply
+            raise
         finally:
             if result is None:
                 self._worker.withdraw(job)

@@ -91,6 +91,10 @@ class EngineStats:
     _queue_depth_max: int = 0
     _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
 
+    def __post_init__(self) -> None:
+        # psutil measures CPU % between calls; the first call only starts the clock.
+        self._process.cpu_percent(interval=None)
+
     def record_reply(self, stats: ReplyStats) -> None:
         """Count one answered request."""
         with self._lock:
@@ -134,7 +138,7 @@ class EngineStats:
                 queue_depth_max=self._queue_depth_max,
                 uptime_s=time.monotonic() - self.started_at,
                 rss_bytes=self._process.memory_info().rss,
-                # CPU % since the previous call (psutil's own bookkeeping), across all cores.
+                # CPU % since the previous /stats (or start-up), summed over cores.
                 cpu_percent=self._process.cpu_percent(interval=None),
                 config=self.config,
             )

@@ -62,7 +62,7 @@ class Worker:
                 raise Overloaded(len(self._pending))
             ahead = len(self._pending) + (1 if self._running is not None else 0)
             self._pending.append(job)
-            self._stats.set_queue_depth(len(self._pending))
+            self._stats.set_queue_depth(self._waiting())
             self._condition.notify()
         return ahead
 
@@ -88,9 +88,13 @@ class Worker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def _waiting(self) -> int:
+        """Jobs that must wait: an idle worker takes the first pending one at once."""
+        return max(0, len(self._pending) - (0 if self._running is not None else 1))
+
     def _announce_positions(self) -> None:
         """Tell every waiting job its new place in line (caller holds the lock)."""
-        self._stats.set_queue_depth(len(self._pending))
+        self._stats.set_queue_depth(self._waiting())
         busy = 1 if self._running is not None else 0
         for index, waiting in enumerate(self._pending):
             waiting.emit(Queued(ahead=index + busy))

@@ -28,6 +28,7 @@ async def test_stream_yields_started_then_text_then_finished(engine: Engine) -> 
     assert finished.finish_reason == "length"
     assert stats.ttft_s > 0 and stats.total_s >= stats.ttft_s and stats.decode_tps > 0
     assert not stats.cache_hit
+    assert engine.snapshot().queue_depth_max == 0  # an idle worker took it at once
 
 
 async def test_generate_is_greedy_and_deterministic(engine_settings: EngineSettings) -> None:
@@ -141,3 +142,15 @@ async def test_prompt_over_the_limit_is_refused(engine_settings: EngineSettings)
     finally:
         await engine.close()
     assert caught.value.tokens > 20 and caught.value.limit == 20
+
+
+async def test_cancelled_replies_are_counted_for_admins(engine: Engine) -> None:
+    stream = engine.stream(request("Never mind", max_new_tokens=3000))
+    async with aclosing(stream):
+        async for event in stream:
+            if isinstance(event, TokenText):
+                break
+    await engine.generate(request("A full answer", max_new_tokens=3))
+    snapshot = engine.snapshot()
+    assert snapshot.errors == {"cancelled": 1}
+    assert snapshot.requests == 2
