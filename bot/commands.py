@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KNOWN_COMMANDS = ("start", "help", "reset", "stats")
+# name -> the one-line description shown in the platform's command menu
+COMMANDS = {
+    "ask": "ask me something (in groups: /ask@me your question)",
+    "reset": "forget our conversation in this chat",
+    "stats": "speed and load figures (admins only)",
+    "help": "what I can do",
+    "start": "say hello",
+}
 
 HELP_TEXT = (
     "I'm a chatbot running my own language model on this server. "
-    "Write to me and I'll answer; in groups, mention me or reply to my message.\n"
+    "Write to me and I'll answer; in groups, mention me, reply to my message, "
+    "or use /ask.\n"
     "/reset — forget our conversation in this chat\n"
     "/stats — speed and load figures (admins only)\n"
     "/help — this text"

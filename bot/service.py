@@ -67,9 +67,11 @@ class ChatService:
             if message.is_private:
                 yield Notice(formatting.NOT_ALLOWED, is_error=True)
             return
-        if command is not None:
+        if command is not None and command.name != "ask":
             yield Notice(self._run_command(command, message))
             return
+        if command is not None:  # `/ask question`: how groups address a bot by command
+            text = command.args
         wait = self._limiter.acquire(f"{message.platform}:{message.user_id}")
         if wait > 0:
             yield Notice(formatting.slow_down(wait), is_error=True)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.config import EngineSettings, default_data_dir
@@ -59,6 +67,34 @@ class BotSettings(BaseModel):
         return _parse_ids(value)
 
 
+class TelegramSettings(BaseModel):
+    """The Telegram bot: token, Bot API server, polling or webhook, streaming pace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token: SecretStr | None = Field(None, description="from @BotFather; required for telegram")
+    base_url: str = Field(
+        "https://api.telegram.org/bot", description="Bot API server (self-hosted: its URL + /bot)"
+    )
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = Field(None, description="public HTTPS URL Telegram posts to")
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = Field(8443, ge=1, le=65535)
+    webhook_path: str = Field("telegram", description="URL path the webhook server serves")
+    webhook_secret: SecretStr | None = Field(None, description="X-Telegram-Bot-Api-Secret-Token")
+    use_drafts: bool = Field(True, description="stream private replies with sendMessageDraft")
+    edit_interval_s: float = Field(1.0, ge=0.0, description="least time between edits, private")
+    group_edit_interval_s: float = Field(3.0, ge=0.0, description="the same, in groups")
+    max_concurrent_updates: int = Field(32, ge=1, description="chats served at once")
+    shutdown_grace_s: float = Field(10.0, ge=0.0, description="time replies get to finish")
+
+    @model_validator(mode="after")
+    def _webhook_needs_url(self) -> TelegramSettings:
+        if self.mode == "webhook" and not self.webhook_url:
+            raise ValueError("mode=webhook needs TELEGRAM__WEBHOOK_URL")
+        return self
+
+
 class Settings(BaseSettings):
     """Top-level settings; nested with `__`, e.g. ENGINE__MODEL or BOT__ADMIN_IDS."""
 
@@ -73,6 +109,7 @@ class Settings(BaseSettings):
 
     engine: EngineSettings = EngineSettings()  # frozen, so one shared default is safe
     bot: BotSettings = BotSettings()
+    telegram: TelegramSettings = TelegramSettings()
 
 
 class SettingsInvalid(ValueError):

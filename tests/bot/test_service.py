@@ -143,3 +143,11 @@ async def test_quoted_message_reaches_the_prompt(make_service: ServiceFactory) -
     )
     with_quote = await replies(service, quoted)
     assert with_quote[-1].stats.prompt_tokens > plain[-1].stats.prompt_tokens  # type: ignore[union-attr]
+
+
+async def test_ask_command_asks_the_model(make_service: ServiceFactory) -> None:
+    service = make_service()
+    asked = await replies(service, group("/ask@qwen_bot what is up?", mentions_bot=True))
+    assert isinstance(asked[-1], ReplyDone)
+    assert await replies(service, group("/ask@other_bot what is up?")) == []
+    assert await replies(service, dm("/ask")) == [Notice(formatting.EMPTY_MESSAGE)]

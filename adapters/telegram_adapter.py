@@ -1,0 +1,166 @@
+"""Telegram on python-telegram-bot: updates become IncomingMessage, reply events go back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from telegram import BotCommand, Update
+from telegram.constants import ChatType, UpdateType
+from telegram.error import TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    BaseRateLimiter,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
+from adapters.telegram_updates import PerChatOrder, RecentUpdates, to_incoming
+from bot.commands import COMMANDS
+from bot.service import ChatService
+from bot.settings import TelegramSettings
+
+log = logging.getLogger(__name__)
+
+TEXT_ONLY = "I read text only: send me your question as a message (or as a caption)."
+APOLOGY = "Sorry, something went wrong on my side. Please try again."
+
+
+class TelegramAdapter:
+    """Owns the python-telegram-bot Application; one instance per bot token."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        settings: TelegramSettings,
+        rate_limiter: BaseRateLimiter[int] | None = None,
+    ) -> None:
+        if settings.token is None:
+            raise ValueError("TELEGRAM__TOKEN is not set")
+        self._service = service
+        self._settings = settings
+        # PTB's limiter keeps us under Telegram's flood limits and waits out 429 RetryAfter.
+        self._rate_limiter = rate_limiter or AIORateLimiter(max_retries=5)
+        self._recent = RecentUpdates()
+        self._replies: set[asyncio.Task[object]] = set()
+        self.application = self._build()
+
+    def _build(self) -> Application:  # type: ignore[type-arg]
+        token = self._settings.token.get_secret_value() if self._settings.token else ""
+        application = (
+            ApplicationBuilder()
+            .token(token)
+            .base_url(self._settings.base_url)
+            .rate_limiter(self._rate_limiter)
+            .concurrent_updates(PerChatOrder(self._settings.max_concurrent_updates))
+            .build()
+        )
+        application.add_handler(TypeHandler(Update, self._drop_duplicates), group=-1)
+        messages = filters.UpdateType.MESSAGE  # edited messages are not answered again
+        application.add_handler(
+            MessageHandler(messages & (filters.TEXT | filters.CAPTION), self._on_text)
+        )
+        application.add_handler(
+            MessageHandler(messages & filters.ChatType.PRIVATE, self._on_other_private)
+        )
+        application.add_error_handler(self._on_error)
+        return application
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then shut down cleanly."""
+        app = self.application
+        async with app:  # initialize() ... shutdown()
+            await app.bot.set_my_commands(
+                [BotCommand(name, text) for name, text in COMMANDS.items()]
+            )
+            await app.start()
+            assert app.updater is not None
+            updates = [UpdateType.MESSAGE]
+            if self._settings.mode == "webhook":
+                secret = self._settings.webhook_secret
+                await app.updater.start_webhook(
+                    listen=self._settings.webhook_listen,
+                    port=self._settings.webhook_port,
+                    url_path=self._settings.webhook_path,
+                    webhook_url=self._settings.webhook_url,
+                    secret_token=secret.get_secret_value() if secret else None,
+                    allowed_updates=updates,
+                )
+            else:
+                await app.updater.start_polling(allowed_updates=updates)
+            log.info("telegram bot @%s is serving (%s)", app.bot.username, self._settings.mode)
+            await stop.wait()
+            await app.updater.stop()  # no new updates from here on
+            await self._finish_replies()
+            await app.stop()
+
+    async def _finish_replies(self) -> None:
+        """Give replies in flight a grace period, then cancel what is left."""
+        pending = {task for task in self._replies if not task.done()}
+        if not pending:
+            return
+        _, still_running = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_s)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            log.info("cancelled %d replies in flight at shutdown", len(still_running))
+            await asyncio.wait(still_running, timeout=5)
+
+    async def _drop_duplicates(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
+        if not self._recent.first_time(update.update_id):
+            log.info("update %d delivered again; ignored", update.update_id)
+            raise ApplicationHandlerStop
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None:
+            return
+        incoming = to_incoming(message, context.bot.bot)
+        target = ReplyTarget(
+            chat_id=message.chat_id,
+            thread_id=incoming.thread_id,
+            reply_to_message_id=message.message_id,
+            private=incoming.is_private,
+        )
+        renderer = TelegramReplyRenderer(
+            context.bot,
+            target,
+            use_drafts=self._settings.use_drafts,
+            interval_s=self._settings.edit_interval_s
+            if incoming.is_private
+            else self._settings.group_edit_interval_s,
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            self._replies.add(task)
+        try:
+            await renderer.render(self._service.handle(incoming))
+        finally:
+            if task is not None:
+                self._replies.discard(task)
+
+    async def _on_other_private(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Stickers, photos without a caption, voice: in private chats say what works."""
+        chat = update.effective_chat
+        if chat is not None and chat.type == ChatType.PRIVATE:
+            await context.bot.send_message(chat.id, TEXT_ONLY)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one place unexpected errors end: logged with the update id, user gets an apology."""
+        if not isinstance(update, Update):
+            log.error("telegram error outside an update", exc_info=context.error)
+            return
+        log.error("update %s failed", update.update_id, exc_info=context.error)
+        chat, message = update.effective_chat, update.effective_message
+        if chat is None:
+            return
+        topic = message.message_thread_id if message and message.is_topic_message else None
+        with contextlib.suppress(TelegramError):
+            await context.bot.send_message(chat.id, APOLOGY, message_thread_id=topic)

@@ -1,0 +1,228 @@
+"""Render one reply's events in a Telegram chat: typing, queue position, streaming, final text.
+
+Private chats stream through sendMessageDraft (no flood limits; the draft is replaced by the
+final message). Groups get one message that is edited as text arrives, no more often than
+the configured interval and only when its text changed. Long replies become several
+messages, each under Telegram's 4096 UTF-16 units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
+from telegram.constants import ChatAction, MessageLimit, ParseMode
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+
+from adapters.telegram_format import markdown_to_html
+from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
+from bot.splitting import split_message, utf16_length
+
+log = logging.getLogger(__name__)
+
+TYPING_REFRESH_S = 4.0  # Telegram shows "typing" for about 5 s
+_DELIVERY_ATTEMPTS = 3
+_NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where the reply goes."""
+
+    chat_id: int
+    thread_id: int | None  # forum topic
+    reply_to_message_id: int | None  # quoted in groups, so the asker sees it is for them
+    private: bool
+
+
+def split_for_telegram(text: str) -> list[str]:
+    """Message-sized parts (UTF-16 units, code fences closed and reopened)."""
+    return split_message(text, MessageLimit.MAX_TEXT_LENGTH, utf16_length)
+
+
+def _is_parse_error(error: BadRequest) -> bool:
+    message = error.message.lower()
+    return "parse" in message or "entit" in message or "tag" in message
+
+
+def _not_modified(error: BadRequest) -> bool:
+    return "not modified" in error.message.lower()
+
+
+class TelegramReplyRenderer:
+    """Consumes reply events and keeps the chat showing the right thing at each moment."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        target: ReplyTarget,
+        *,
+        use_drafts: bool,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bot = bot
+        self._target = target
+        self._drafts = use_drafts and target.private
+        self._interval = interval_s
+        self._clock = clock
+        self._draft_id = random.randint(1, 2**31 - 1)
+        self._text = ""
+        self._messages: list[Message] = []
+        self._shown: list[str] = []
+        self._last_update = float("-inf")
+        self._text_started = asyncio.Event()
+
+    async def render(self, events: AsyncGenerator[ReplyEvent, None]) -> None:
+        """Show every event of one reply; returns when the reply is delivered."""
+        typing = asyncio.create_task(self._keep_typing())
+        try:
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    await self._show(event)
+        finally:
+            self._text_started.set()
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+
+    async def _show(self, event: ReplyEvent) -> None:
+        if isinstance(event, QueuePosition):
+            await self._status(f"⏳ queued, {event.ahead} ahead")
+        elif isinstance(event, ReplyText):
+            self._text_started.set()
+            self._text += event.text
+            if self._clock() - self._last_update >= self._interval:
+                await self._stream()
+        elif isinstance(event, ReplyDone):
+            self._text_started.set()
+            final = event.text if not event.footer else f"{event.text}\n\n{event.footer}"
+            await self._sync(split_for_telegram(final), final=True)
+        elif isinstance(event, Notice):
+            self._text_started.set()
+            await self._sync(split_for_telegram(event.text), final=True, formatted=False)
+
+    async def _keep_typing(self) -> None:
+        """The typing action until the first text, refreshed before Telegram lets it lapse."""
+        while not self._text_started.is_set():
+            with contextlib.suppress(TelegramError):  # a missed typing action costs nothing
+                await self._bot.send_chat_action(
+                    self._target.chat_id,
+                    ChatAction.TYPING,
+                    message_thread_id=self._target.thread_id,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._text_started.wait(), TYPING_REFRESH_S)
+
+    async def _status(self, text: str) -> None:
+        if self._drafts:
+            await self._draft(text)
+        else:
+            await self._sync([text], final=False)
+
+    async def _stream(self) -> None:
+        self._last_update = self._clock()
+        parts = split_for_telegram(self._text)
+        if not parts:
+            return
+        if self._drafts:
+            await self._draft(parts[-1])  # earlier parts arrive with the final messages
+        else:
+            await self._sync(parts, final=False)
+
+    async def _draft(self, text: str) -> None:
+        # A draft is a preview: losing one to a network error or a limit costs nothing.
+        with contextlib.suppress(TelegramError):
+            await self._bot.send_message_draft(
+                self._target.chat_id,
+                self._draft_id,
+                text,
+                message_thread_id=self._target.thread_id,
+            )
+
+    async def _sync(self, parts: list[str], *, final: bool, formatted: bool = True) -> None:
+        """Make the chat show `parts`: edit the messages already sent, send the rest."""
+        html = final and formatted
+        for index, part in enumerate(parts):
+            if index < len(self._messages):
+                if self._shown[index] != part or html:
+                    await self._edit(index, part, html)
+            else:
+                self._messages.append(await self._send(part, html))
+            self._shown[index : index + 1] = [part]
+
+    async def _send(self, text: str, html: bool) -> Message:
+        target = self._target
+        reply = (
+            ReplyParameters(target.reply_to_message_id, allow_sending_without_reply=True)
+            if target.reply_to_message_id is not None and not target.private
+            else None
+        )
+
+        async def send(body: str, parse_mode: str | None) -> Message:
+            return await self._bot.send_message(
+                target.chat_id,
+                body,
+                parse_mode=parse_mode,
+                message_thread_id=target.thread_id,
+                reply_parameters=reply,
+                link_preview_options=_NO_PREVIEW,
+            )
+
+        if html:
+            try:
+                return await _deliver(lambda: send(markdown_to_html(text), ParseMode.HTML))
+            except BadRequest as error:
+                if not _is_parse_error(error):
+                    raise
+                log.info("Telegram rejected the formatting (%s); sending plain text", error)
+        return await _deliver(lambda: send(text, None))
+
+    async def _edit(self, index: int, text: str, html: bool) -> None:
+        message = self._messages[index]
+
+        async def edit(body: str, parse_mode: str | None) -> None:
+            await self._bot.edit_message_text(
+                body,
+                chat_id=message.chat_id,
+                message_id=message.message_id,
+                parse_mode=parse_mode,
+                link_preview_options=_NO_PREVIEW,
+            )
+
+        try:
+            if html:
+                try:
+                    await _deliver(lambda: edit(markdown_to_html(text), ParseMode.HTML))
+                    return
+                except BadRequest as error:
+                    if not _is_parse_error(error):
+                        raise
+                    log.info("Telegram rejected the formatting (%s); editing as plain", error)
+            await _deliver(lambda: edit(text, None))
+        except BadRequest as error:
+            if not _not_modified(error):  # an identical edit is harmless
+                raise
+
+
+async def _deliver(call: Callable[[], Awaitable[T]]) -> T:
+    """Retry a send on network errors and 5xx answers (429s are the rate limiter's job)."""
+    for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
+        try:
+            return await call()
+        except (BadRequest, RetryAfter):
+            raise
+        except NetworkError as error:
+            if attempt == _DELIVERY_ATTEMPTS:
+                raise
+            log.warning("Telegram delivery failed (%s); retrying", error)
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
