@@ -81,25 +81,34 @@ class TelegramAdapter:
                 [BotCommand(name, text) for name, text in COMMANDS.items()]
             )
             await app.start()
-            assert app.updater is not None
-            updates = [UpdateType.MESSAGE]
-            if self._settings.mode == "webhook":
-                secret = self._settings.webhook_secret
-                await app.updater.start_webhook(
-                    listen=self._settings.webhook_listen,
-                    port=self._settings.webhook_port,
-                    url_path=self._settings.webhook_path,
-                    webhook_url=self._settings.webhook_url,
-                    secret_token=secret.get_secret_value() if secret else None,
-                    allowed_updates=updates,
-                )
-            else:
-                await app.updater.start_polling(allowed_updates=updates)
-            log.info("telegram bot @%s is serving (%s)", app.bot.username, self._settings.mode)
-            await stop.wait()
-            await app.updater.stop()  # no new updates from here on
-            await self._finish_replies()
-            await app.stop()
+            try:
+                await self._start_receiving()
+                log.info("telegram bot @%s serving (%s)", app.bot.username, self._settings.mode)
+                await stop.wait()
+            finally:
+                if app.updater is not None and app.updater.running:
+                    await app.updater.stop()  # no new updates from here on
+                await self._finish_replies()
+                await app.stop()
+
+    async def _start_receiving(self) -> None:
+        """Long polling, or a webhook server that Telegram posts updates to."""
+        updater = self.application.updater
+        if updater is None:
+            raise RuntimeError("the Telegram application was built without an updater")
+        updates = [UpdateType.MESSAGE]  # edited messages are deliberately not answered again
+        if self._settings.mode == "polling":
+            await updater.start_polling(allowed_updates=updates)
+            return
+        secret = self._settings.webhook_secret
+        await updater.start_webhook(
+            listen=self._settings.webhook_listen,
+            port=self._settings.webhook_port,
+            url_path=self._settings.webhook_path,
+            webhook_url=self._settings.webhook_url,
+            secret_token=secret.get_secret_value() if secret else None,
+            allowed_updates=updates,
+        )
 
     async def _finish_replies(self) -> None:
         """Give replies in flight a grace period, then cancel what is left."""

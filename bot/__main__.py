@@ -10,9 +10,10 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,24 +24,28 @@ from bot.logging_setup import configure_logging
 from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
+    from bot.service import ChatService
     from engine.bootstrap import ProgressCallback
 
 log = logging.getLogger("qwenbot")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `qwenbot chat` (Telegram and Discord come as their own commands)."""
+    """The command line: `qwenbot chat | telegram | all`."""
     parser = argparse.ArgumentParser(
         prog="qwenbot", description="A chatbot that carries its own language model."
     )
     parser.add_argument("--env-file", type=Path, help="read settings from this file, not .env")
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("QWENBOT_LOG_LEVEL", "WARNING"),
-        help="DEBUG, INFO, WARNING (default) or ERROR; also QWENBOT_LOG_LEVEL",
+        default=os.environ.get("QWENBOT_LOG_LEVEL"),
+        help="DEBUG, INFO, WARNING or ERROR (default: WARNING for chat, INFO for bots); "
+        "also QWENBOT_LOG_LEVEL",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("chat", help="chat in this terminal (reads a piped question too)")
+    commands.add_parser("telegram", help="run the Telegram bot (needs TELEGRAM__TOKEN)")
+    commands.add_parser("all", help="run every platform that has a token, on one engine")
     return parser
 
 
@@ -64,16 +69,14 @@ def loading_progress(console: Console) -> Iterator[ProgressCallback]:
         yield report
 
 
-async def run_chat(settings: Settings, interactive: bool) -> int:
-    """Load the engine, then chat on the terminal until end of input."""
+@asynccontextmanager
+async def running_service(settings: Settings, console: Console) -> AsyncIterator[ChatService]:
+    """Load the engine (with a progress bar) and open history; close both at the end."""
     # Imported here, not at the top: torch and transformers take seconds to import.
-    from adapters.console_adapter import ConsoleChat, read_stdin_line  # noqa: PLC0415
     from bot.history import HistoryStore  # noqa: PLC0415
     from bot.service import ChatService  # noqa: PLC0415
     from engine.engine import Engine  # noqa: PLC0415
-    from engine.errors import EngineError  # noqa: PLC0415
 
-    console = Console(stderr=True)
     engine = Engine(settings.engine)
     history: HistoryStore | None = None
     try:
@@ -83,40 +86,102 @@ async def run_chat(settings: Settings, interactive: bool) -> int:
         history = await asyncio.to_thread(
             HistoryStore, settings.bot.history_dir, settings.bot.history_size_mb * 2**20
         )
-        chat = ConsoleChat(ChatService(engine, settings.bot, history))
+        yield ChatService(engine, settings.bot, history)
+    finally:
+        await engine.close()  # cancels replies still running
+        if history is not None:
+            history.close()
+
+
+async def run_chat(settings: Settings, interactive: bool) -> int:
+    """Chat on the terminal until end of input."""
+    from adapters.console_adapter import ConsoleChat, read_stdin_line  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    async with running_service(settings, console) as service:
+        chat = ConsoleChat(service)
         if interactive:
             return await chat.run_interactive(read_stdin_line)
         return await chat.run_piped(await asyncio.to_thread(sys.stdin.read))
-    except EngineError as error:
-        console.print(f"qwenbot: {error}", highlight=False, soft_wrap=True, markup=False)
-        return 1
-    finally:
-        await engine.close()
-        if history is not None:
-            history.close()
+
+
+async def run_platforms(settings: Settings, platforms: list[str]) -> int:
+    """Serve the chat platforms until SIGINT or SIGTERM, sharing one engine."""
+    from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_service(settings, console) as service:
+        adapters = [TelegramAdapter(service, settings.telegram)] if "telegram" in platforms else []
+        try:
+            async with asyncio.TaskGroup() as group:  # one platform failing stops the others
+                for adapter in adapters:
+                    group.create_task(adapter.run(stop))
+        except ExceptionGroup as failures:
+            for failure in failures.exceptions:
+                # One line for the operator; the traceback only when debugging.
+                debug = log.isEnabledFor(logging.DEBUG)
+                log.error(
+                    "a platform stopped: %s: %s",
+                    type(failure).__name__,
+                    failure,
+                    exc_info=failure if debug else None,
+                )
+            return 1
+    return 0
+
+
+def configured_platforms(settings: Settings, command: str) -> list[str] | str:
+    """The platforms to serve, or the one-line reason none can be."""
+    ready = ["telegram"] if settings.telegram.token is not None else []
+    if command == "all":
+        return ready or "no platform is configured: set TELEGRAM__TOKEN (see .env.example)"
+    if command not in ready:
+        return f"{command.upper()}__TOKEN is not set (see .env.example)"
+    return [command]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qwenbot` command."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    level = args.log_level or ("WARNING" if args.command == "chat" else "INFO")
+    configure_logging(level)
     try:
         settings = load_settings(args.env_file)
     except SettingsInvalid as error:
         for line in error.lines:
             print(f"qwenbot: {line}", file=sys.stderr)
         return 2
+    platforms: list[str] = []
+    if args.command != "chat":
+        found = configured_platforms(settings, args.command)
+        if isinstance(found, str):
+            print(f"qwenbot: {found}", file=sys.stderr)
+            return 2
+        platforms = found
+    secrets = [t.get_secret_value() for t in (settings.telegram.token,) if t is not None]
+    configure_logging(level, secrets)  # now that the tokens are known, they are redacted too
     # Library progress bars would garble ours; tqdm reads this once, when it is imported.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # python-telegram-bot's future duration type, opted into now: its RetryAfter otherwise
+    # warns on every 429 the rate limiter waits out.
+    os.environ.setdefault("PTB_TIMEDELTA", "1")
+    from engine.errors import EngineError  # noqa: PLC0415
     from engine.loader import quiet_libraries  # noqa: PLC0415  (transformers loads here)
 
     quiet_libraries()
-    if args.command == "chat":
-        try:
+    try:
+        if args.command == "chat":
             return asyncio.run(run_chat(settings, interactive=sys.stdin.isatty()))
-        except KeyboardInterrupt:
-            return 130
-    return 2
+        return asyncio.run(run_platforms(settings, platforms))
+    except EngineError as error:
+        print(f"qwenbot: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

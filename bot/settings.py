@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         case_sensitive=False,
-        extra="ignore",  # other platforms' settings live in the same .env
+        extra="ignore",  # a shared .env may hold settings of platforms added later
         env_ignore_empty=True,  # `ENGINE__THREADS=` (as in .env.example) means "the default"
     )
 

@@ -24,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["TQDM_DISABLE"] = "1"
+    os.environ["PTB_TIMEDELTA"] = "1"  # what the entry point sets: durations as timedelta
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from bot.formatting import ADMIN_ONLY
 from tests.adapters.conftest import StartBot
 from tests.support.fake_telegram import BOT_USER, FakeBotAPI
@@ -45,7 +47,7 @@ async def test_group_is_silent_unless_addressed(start_bot: StartBot, fake_api: F
     assert all(s["reply_parameters"]["message_id"] == asked["message"]["message_id"] for s in sends)
     assert not fake_api.sent("sendMessageDraft")  # drafts are for private chats only
     edits = [c["text"] for c in fake_api.sent("editMessageText", GROUP)]
-    assert all(a != b for a, b in zip(edits, edits[1:], strict=False))  # never the same edit twice
+    assert all(a != b for a, b in itertools.pairwise(edits))  # never the same edit twice
 
     bot_message = {
         "message_id": 7,

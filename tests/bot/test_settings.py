@@ -66,6 +66,24 @@ def test_bad_values_give_one_line_naming_the_setting(
     assert caught.value.lines[0].startswith(expected)
 
 
+def test_webhook_mode_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM__MODE", "webhook")
+    with pytest.raises(SettingsInvalid) as caught:
+        load_settings()
+    assert caught.value.lines == [
+        "Invalid setting TELEGRAM: mode=webhook needs TELEGRAM__WEBHOOK_URL"
+    ]
+
+
+def test_platform_commands_need_their_token(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["telegram"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "qwenbot: TELEGRAM__TOKEN is not set (see .env.example)"
+    )
+    assert main(["all"]) == 2
+    assert "no platform is configured" in capsys.readouterr().err
+
+
 def test_secret_values_are_never_echoed() -> None:
     from bot.settings import _describe
 
@@ -88,11 +106,12 @@ def test_cli_stops_with_a_clear_line_not_a_traceback(
 
 
 def test_env_example_lists_every_setting() -> None:
-    from bot.settings import BotSettings
+    from bot.settings import BotSettings, TelegramSettings
     from engine.config import EngineSettings
 
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
-    for prefix, model in (("ENGINE", EngineSettings), ("BOT", BotSettings)):
+    sections = (("ENGINE", EngineSettings), ("BOT", BotSettings), ("TELEGRAM", TelegramSettings))
+    for prefix, model in sections:
         for field in model.model_fields:
             assert f"{prefix}__{field.upper()}=" in example, f"{prefix}__{field.upper()}"
 

@@ -28,6 +28,7 @@ class Call:
     method: str
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    ok: bool = True  # False when the fake answered with an injected error
 
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
@@ -136,12 +137,14 @@ class FakeBotAPI:
             message["reply_to_message"] = reply_to
         return self.push({"message": message})
 
-    def sent(self, method: str, chat_id: int | None = None) -> list[Call]:
-        """Calls of one method, optionally to one chat."""
+    def sent(self, method: str, chat_id: int | None = None, *, failed: bool = False) -> list[Call]:
+        """Successful calls of one method (or, with failed=True, all attempts), to one chat."""
         return [
             c
             for c in self.calls
-            if c.method == method and (chat_id is None or int(c.get("chat_id", 0)) == chat_id)
+            if c.method == method
+            and (failed or c.ok)
+            and (chat_id is None or int(c.get("chat_id", 0)) == chat_id)
         ]
 
     async def wait_for(self, predicate: Callable[[], Any], within: float = 60.0) -> Any:
@@ -162,14 +165,16 @@ class FakeBotAPI:
             params = await request.json()
         else:
             params = {k: _decode(v) for k, v in (await request.post()).items()}  # type: ignore[arg-type]
+        call = Call(method, params)
         if method != "getUpdates":
-            self.calls.append(Call(method, params))
+            self.calls.append(call)
         if method in self.delays:
             await asyncio.sleep(self.delays[method])
         queue = self.failures.get(method, [])
         for index, failure in enumerate(queue):
             if failure.when(params):
                 del queue[index]
+                call.ok = False
                 return self._error(failure)
         handler = getattr(self, f"_api_{method}", None)
         result = await handler(params) if handler else True
