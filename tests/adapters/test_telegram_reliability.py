@@ -9,6 +9,7 @@ import logging
 import socket
 
 import aiohttp
+import pytest
 from telegram import Bot
 
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
@@ -216,3 +217,55 @@ async def test_the_token_never_reaches_the_logs(start_bot: StartBot, fake_api: F
     logged = stream.getvalue()
     assert "getUpdates" in logged or "sendMessage" in logged  # the URLs were logged...
     assert TOKEN not in logged and TOKEN.split(":")[1] not in logged  # ...without the token
+
+
+async def test_not_modified_edits_are_harmless(start_bot: StartBot, fake_api: FakeBotAPI) -> None:
+    await start_bot()
+    fake_api.fail(
+        "editMessageText",
+        Failure(400, "Bad Request: message is not modified", None, lambda p: "⚡" not in p["text"]),
+        times=3,
+    )
+    entities = [{"type": "mention", "offset": 0, "length": 14}]
+    fake_api.message("@qwen_test_bot hi", chat_id=GROUP, chat_type="supergroup", entities=entities)
+    await fake_api.wait_for(lambda: finals(fake_api, GROUP))
+    assert not [c for c in fake_api.sent("sendMessage", GROUP) if "wrong" in c["text"]]
+
+
+async def test_unexpected_errors_become_an_apology_and_a_log_line(
+    start_bot: StartBot, fake_api: FakeBotAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    await start_bot()
+    fake_api.fail("sendMessage", Failure(400, "Bad Request: chat not found"))
+    update = fake_api.message("hello?")
+    apology = await fake_api.wait_for(
+        lambda: [c for c in fake_api.sent("sendMessage", 1001) if "went wrong" in c["text"]]
+    )
+    assert "Traceback" not in apology[0]["text"] and "chat not found" not in apology[0]["text"]
+    assert any(f"update {update['update_id']} failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_typing_is_refreshed_while_the_reply_waits(
+    engine_settings: EngineSettings,
+    start_bot: StartBot,
+    fake_api: FakeBotAPI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import adapters.telegram_render as render
+
+    monkeypatch.setattr(render, "TYPING_REFRESH_S", 0.1)
+    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 300}))
+    await slow.start()
+    try:
+        await start_bot(use_engine=slow)
+        fake_api.message("first", chat_id=1, user_id=1)
+        await fake_api.wait_for(lambda: fake_api.sent("sendMessageDraft", 1))
+        fake_api.message("second", chat_id=2, user_id=2)  # waits behind the first
+        await fake_api.wait_for(lambda: finals(fake_api, 2))
+        typing = fake_api.sent("sendChatAction", 2)
+        first_text = min(
+            c.at for c in fake_api.sent("sendMessageDraft", 2) if "queued" not in c["text"]
+        )
+        assert len(typing) >= 2 and all(c.at <= first_text for c in typing)
+    finally:
+        await slow.close()
