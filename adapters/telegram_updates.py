@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections import deque
 from collections.abc import Awaitable
@@ -45,7 +46,7 @@ def _mentions(message: Message, bot: User) -> tuple[bool, str]:
         for start, end in sorted(cuts, reverse=True):
             units = units[: start * 2] + units[end * 2 :]
         text = units.decode("utf-16-le")
-    return mentioned, " ".join(text.split(" ")).strip()
+    return mentioned, re.sub(r"[ \t]{2,}", " ", text).strip()  # no gap where the @mention was
 
 
 def _reply_context(message: Message, bot: User) -> ReplyContext | None:
