@@ -31,7 +31,7 @@ log = logging.getLogger("qwenbot")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: `qwenbot chat | telegram | all`."""
+    """The command line: `qwenbot chat | telegram | discord | all`."""
     parser = argparse.ArgumentParser(
         prog="qwenbot", description="A chatbot that carries its own language model."
     )
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("chat", help="chat in this terminal (reads a piped question too)")
     commands.add_parser("telegram", help="run the Telegram bot (needs TELEGRAM__TOKEN)")
+    commands.add_parser("discord", help="run the Discord bot (needs DISCORD__TOKEN)")
     commands.add_parser("all", help="run every platform that has a token, on one engine")
     return parser
 
@@ -107,38 +108,56 @@ async def run_chat(settings: Settings, interactive: bool) -> int:
 
 async def run_platforms(settings: Settings, platforms: list[str]) -> int:
     """Serve the chat platforms until SIGINT or SIGTERM, sharing one engine."""
-    from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
-
-    console = Console(stderr=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running_service(settings, console) as service:
-        adapters = [TelegramAdapter(service, settings.telegram)] if "telegram" in platforms else []
-        try:
-            async with asyncio.TaskGroup() as group:  # one platform failing stops the others
-                for adapter in adapters:
-                    group.create_task(adapter.run(stop))
-        except ExceptionGroup as failures:
-            for failure in failures.exceptions:
-                # One line for the operator; the traceback only when debugging.
-                debug = log.isEnabledFor(logging.DEBUG)
-                log.error(
-                    "a platform stopped: %s: %s",
-                    type(failure).__name__,
-                    failure,
-                    exc_info=failure if debug else None,
-                )
-            return 1
+    try:
+        async with running_service(settings, Console(stderr=True)) as service:
+            return await _serve(settings, service, platforms, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _serve(
+    settings: Settings, service: ChatService, platforms: list[str], stop: asyncio.Event
+) -> int:
+    from adapters.discord_adapter import DiscordAdapter  # noqa: PLC0415
+    from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
+
+    adapters: list[TelegramAdapter | DiscordAdapter] = []
+    if "telegram" in platforms:
+        adapters.append(TelegramAdapter(service, settings.telegram))
+    if "discord" in platforms:
+        adapters.append(DiscordAdapter(service, settings.discord))
+    try:
+        async with asyncio.TaskGroup() as group:  # one platform failing stops the others
+            for adapter in adapters:
+                group.create_task(adapter.run(stop))
+    except ExceptionGroup as failures:
+        debug = log.isEnabledFor(logging.DEBUG)
+        for failure in failures.exceptions:
+            # One line for the operator; the traceback only when debugging.
+            log.error(
+                "a platform stopped: %s: %s",
+                type(failure).__name__,
+                failure,
+                exc_info=failure if debug else None,
+            )
+        return 1
     return 0
 
 
 def configured_platforms(settings: Settings, command: str) -> list[str] | str:
     """The platforms to serve, or the one-line reason none can be."""
-    ready = ["telegram"] if settings.telegram.token is not None else []
+    tokens = {"telegram": settings.telegram.token, "discord": settings.discord.token}
+    ready = [name for name, token in tokens.items() if token is not None]
     if command == "all":
-        return ready or "no platform is configured: set TELEGRAM__TOKEN (see .env.example)"
+        return ready or (
+            "no platform is configured: set TELEGRAM__TOKEN and/or DISCORD__TOKEN "
+            "(see .env.example)"
+        )
     if command not in ready:
         return f"{command.upper()}__TOKEN is not set (see .env.example)"
     return [command]
@@ -162,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qwenbot: {found}", file=sys.stderr)
             return 2
         platforms = found
-    secrets = [t.get_secret_value() for t in (settings.telegram.token,) if t is not None]
+    tokens = (settings.telegram.token, settings.discord.token)
+    secrets = [token.get_secret_value() for token in tokens if token is not None]
     configure_logging(level, secrets)  # now that the tokens are known, they are redacted too
     # Library progress bars would garble ours; tqdm reads this once, when it is imported.
     os.environ.setdefault("TQDM_DISABLE", "1")

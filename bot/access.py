@@ -36,8 +36,12 @@ class AccessPolicy:
         return Access.ALLOWED
 
     def is_admin(self, message: IncomingMessage) -> bool:
-        """Admins by id; the console user is the operator at the keyboard."""
-        return message.platform == "console" or message.user_id in self._settings.admin_ids
+        """Admins by id or by the platform's word; the console user is the operator."""
+        return (
+            message.platform == "console"
+            or message.platform_admin
+            or message.user_id in self._settings.admin_ids
+        )
 
 
 class RateLimiter:

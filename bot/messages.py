@@ -29,6 +29,10 @@ class IncomingMessage:
     reply_to: ReplyContext | None = None
     thread_id: int | None = None  # forum topic or Discord thread: history is kept per thread
     keep_history: bool = True  # False for one-shot questions (piped console, scripts)
+    # A reply chain the platform walked (oldest first, ending with reply_to): when given,
+    # it is this message's context instead of the chat's stored history.
+    reply_chain: tuple[ReplyContext, ...] = ()
+    platform_admin: bool = False  # the platform vouches for admin rights (e.g. a Discord role)
 
     @property
     def conversation_key(self) -> str:

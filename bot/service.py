@@ -36,10 +36,21 @@ def normalize_text(text: str) -> str:
 
 def with_quote(text: str, message: IncomingMessage) -> str:
     """Prefix the replied-to message as a quote, so "what does this mean?" has its subject."""
+    if message.reply_chain:
+        return text  # the chain itself is the context
     if message.reply_to is None or message.reply_to.from_bot or not message.reply_to.text:
         return text  # a reply to the bot's own message is already in the history
     quoted = "\n".join(f"> {line}" for line in normalize_text(message.reply_to.text).splitlines())
     return f"{quoted}\n\n{text}"
+
+
+def chain_turns(message: IncomingMessage) -> list[ChatTurn]:
+    """A platform reply chain as conversation turns (the bot's messages are its own turns)."""
+    return [
+        ChatTurn("assistant" if link.from_bot else "user", normalize_text(link.text))
+        for link in message.reply_chain
+        if link.text.strip()
+    ]
 
 
 class ChatService:
@@ -112,7 +123,9 @@ class ChatService:
         async with lock:
             system = ChatTurn("system", self._settings.system_prompt)
             user = ChatTurn("user", with_quote(text, message))
-            history = self._history.load(key) if message.keep_history else []
+            history = chain_turns(message)
+            if not history and message.keep_history:
+                history = self._history.load(key)
             turns = trim_to_budget(
                 system,
                 history,
@@ -129,8 +142,9 @@ class ChatService:
                         elif isinstance(event, TokenText):
                             yield ReplyText(event.text)
                         elif isinstance(event, Finished):
-                            remember = key if message.keep_history else None
-                            yield self._finish(remember, [*turns, user], event)
+                            # A reply chain carries its own context; the chat's stays as it was.
+                            keep = message.keep_history and not message.reply_chain
+                            yield self._finish(key if keep else None, [*turns, user], event)
             except EngineError as error:
                 log.info("reply failed (%s) in %s", error.kind, message.platform)
                 yield Notice(formatting.error_text(error), is_error=True)

@@ -95,6 +95,24 @@ class TelegramSettings(BaseModel):
         return self
 
 
+class DiscordSettings(BaseModel):
+    """The Discord bot: token, where slash commands are synced, admin roles, streaming pace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token: SecretStr | None = Field(None, description="Developer Portal > Bot > Token")
+    guild_id: int | None = Field(None, description="sync slash commands to this server only")
+    admin_role_ids: IdSet = Field(frozenset(), description="roles allowed to run /stats")
+    edit_interval_s: float = Field(1.0, ge=0.0, description="least time between edits")
+    max_reply_chain: int = Field(20, ge=0, description="replied-to messages read as context")
+    shutdown_grace_s: float = Field(10.0, ge=0.0, description="time replies get to finish")
+
+    @field_validator("admin_role_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _parse_ids(value)
+
+
 class Settings(BaseSettings):
     """Top-level settings; nested with `__`, e.g. ENGINE__MODEL or BOT__ADMIN_IDS."""
 
@@ -103,13 +121,14 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         case_sensitive=False,
-        extra="ignore",  # a shared .env may hold settings of platforms added later
+        extra="ignore",  # a shared .env may hold other programs' variables
         env_ignore_empty=True,  # `ENGINE__THREADS=` (as in .env.example) means "the default"
     )
 
     engine: EngineSettings = EngineSettings()  # frozen, so one shared default is safe
     bot: BotSettings = BotSettings()
     telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
 
 
 class SettingsInvalid(ValueError):

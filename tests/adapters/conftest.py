@@ -1,4 +1,4 @@
-"""A running Telegram bot (real python-telegram-bot) against the fake Bot API."""
+"""Running bots against fake platform servers: Telegram here, Discord in discord_fixtures."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.adapters.discord_fixtures import fake_discord, start_discord  # noqa: F401
 from tests.support.fake_telegram import TOKEN, FakeBotAPI
 
 if TYPE_CHECKING:

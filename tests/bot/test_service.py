@@ -151,3 +151,37 @@ async def test_ask_command_asks_the_model(make_service: ServiceFactory) -> None:
     assert isinstance(asked[-1], ReplyDone)
     assert await replies(service, group("/ask@other_bot what is up?")) == []
     assert await replies(service, dm("/ask")) == [Notice(formatting.EMPTY_MESSAGE)]
+
+
+async def test_reply_chain_is_the_context_and_leaves_stored_history_alone(
+    make_service: ServiceFactory, engine: Engine
+) -> None:
+    from bot.messages import ReplyContext
+
+    service = make_service()
+    chain = (
+        ReplyContext("What is a dragon?", from_bot=False),
+        ReplyContext("A mythical creature that breathes fire.", from_bot=True),
+    )
+    asked = await replies(
+        service, group("Can it cook?", mentions_bot=True, reply_to=chain[-1], reply_chain=chain)
+    )
+    expected = engine.count_tokens(
+        [
+            ChatTurn("system", DEFAULT_SYSTEM_PROMPT),
+            ChatTurn("user", "What is a dragon?"),
+            ChatTurn("assistant", "A mythical creature that breathes fire."),
+            ChatTurn("user", "Can it cook?"),
+        ]
+    )
+    assert isinstance(asked[-1], ReplyDone) and asked[-1].stats.prompt_tokens == expected
+    fresh = await replies(service, group("hello", mentions_bot=True))
+    alone = engine.count_tokens(
+        [ChatTurn("system", DEFAULT_SYSTEM_PROMPT), ChatTurn("user", "hello")]
+    )
+    assert fresh[-1].stats.prompt_tokens == alone  # type: ignore[union-attr]
+
+
+async def test_platform_admins_see_stats(make_service: ServiceFactory) -> None:
+    shown = await replies(make_service(), dm("/stats", platform_admin=True))
+    assert isinstance(shown[0], Notice) and "Requests" in shown[0].text

@@ -106,11 +106,16 @@ def test_cli_stops_with_a_clear_line_not_a_traceback(
 
 
 def test_env_example_lists_every_setting() -> None:
-    from bot.settings import BotSettings, TelegramSettings
+    from bot.settings import BotSettings, DiscordSettings, TelegramSettings
     from engine.config import EngineSettings
 
     example = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
-    sections = (("ENGINE", EngineSettings), ("BOT", BotSettings), ("TELEGRAM", TelegramSettings))
+    sections = (
+        ("ENGINE", EngineSettings),
+        ("BOT", BotSettings),
+        ("TELEGRAM", TelegramSettings),
+        ("DISCORD", DiscordSettings),
+    )
     for prefix, model in sections:
         for field in model.model_fields:
             assert f"{prefix}__{field.upper()}=" in example, f"{prefix}__{field.upper()}"

@@ -1,0 +1,158 @@
+"""Discord on discord.py: mentions, DMs and slash commands in, streamed replies out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from adapters.discord_messages import PLATFORM, addresses_bot, has_admin_role, to_incoming
+from adapters.discord_render import NO_PINGS, DiscordReplyRenderer
+from bot.commands import COMMANDS
+from bot.messages import IncomingMessage, Notice
+from bot.service import ChatService
+from bot.settings import DiscordSettings
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on my side. Please try again."
+SLASH_COMMANDS = ("help", "reset", "stats")
+
+
+class QwenDiscordBot(commands.Bot):
+    """The discord.py client: setup in setup_hook, one reply task per answered message."""
+
+    def __init__(self, service: ChatService, settings: DiscordSettings, **options: Any) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True  # privileged: enable it in the Developer Portal
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # no text commands; slash commands only
+            intents=intents,
+            allowed_mentions=NO_PINGS,
+            help_command=None,
+            **options,  # discord.Client options, e.g. guild_ready_timeout
+        )
+        self._service = service
+        self._settings = settings
+        self.replies: dict[int, asyncio.Task[None]] = {}  # user message id -> its reply
+
+    async def setup_hook(self) -> None:
+        """Register the slash commands and sync them (one server: instant; global: slow)."""
+        for name in SLASH_COMMANDS:
+            self.tree.add_command(self._slash_command(name))
+        self.tree.error(self._on_app_command_error)  # the one handler for slash commands
+        guild = discord.Object(self._settings.guild_id) if self._settings.guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        synced = await self.tree.sync(guild=guild)
+        where = f"server {self._settings.guild_id}" if guild else "all servers (can take an hour)"
+        log.info("synced %d slash commands to %s", len(synced), where)
+
+    def _slash_command(self, name: str) -> app_commands.Command[Any, Any, None]:
+        async def callback(interaction: discord.Interaction) -> None:
+            await self._answer_command(interaction, name)
+
+        return app_commands.Command(name=name, description=COMMANDS[name], callback=callback)
+
+    async def _answer_command(self, interaction: discord.Interaction, name: str) -> None:
+        """Slash commands answer privately (ephemeral), so channels stay clean."""
+        channel_id = interaction.channel_id or interaction.user.id
+        incoming = IncomingMessage(
+            platform=PLATFORM,
+            chat_id=channel_id,
+            user_id=interaction.user.id,
+            user_name=interaction.user.display_name,
+            text=f"/{name}",
+            is_private=interaction.guild is None,
+            mentions_bot=True,
+            platform_admin=has_admin_role(interaction.user, self._settings.admin_role_ids),
+        )
+        texts = [e.text async for e in self._service.handle(incoming) if isinstance(e, Notice)]
+        await interaction.response.send_message(
+            "\n".join(texts) or APOLOGY, ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Answer DMs, mentions and replies to the bot; never bots, never ourselves."""
+        me = self.user
+        if me is None or message.author.bot or not addresses_bot(message, me):
+            return
+        task = asyncio.current_task()
+        if task is None:
+            return
+        self.replies[message.id] = task
+        try:
+            incoming = await to_incoming(
+                message, me, self._settings.max_reply_chain, self._settings.admin_role_ids
+            )
+            renderer = DiscordReplyRenderer(message, interval_s=self._settings.edit_interval_s)
+            await renderer.render(self._service.handle(incoming))
+        finally:
+            self.replies.pop(message.id, None)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A question deleted while its answer is written: stop the answer, post nothing."""
+        task = self.replies.get(payload.message_id)
+        if task is not None:
+            log.info("message %d deleted; cancelling its reply", payload.message_id)
+            task.cancel()
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        """The one place event errors end: logged, and the asker gets a short apology."""
+        log.exception("discord event %s failed", event_method)
+        message = args[0] if args and isinstance(args[0], discord.Message) else None
+        if message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await message.channel.send(APOLOGY, allowed_mentions=NO_PINGS)
+
+    async def _on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        log.error("slash command failed: %s", error, exc_info=error)
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(APOLOGY, ephemeral=True)
+            else:
+                await interaction.response.send_message(APOLOGY, ephemeral=True)
+
+
+class DiscordAdapter:
+    """Runs the Discord bot until told to stop."""
+
+    def __init__(self, service: ChatService, settings: DiscordSettings, **options: Any) -> None:
+        if settings.token is None:
+            raise ValueError("DISCORD__TOKEN is not set")
+        self._settings = settings
+        self.bot = QwenDiscordBot(service, settings, **options)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Log in, serve until `stop` is set, then let replies finish and close."""
+        token = self._settings.token.get_secret_value() if self._settings.token else ""
+        async with self.bot:
+            serving = asyncio.create_task(self.bot.start(token))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if serving.done():
+                serving.result()  # a failed login or a fatal gateway error surfaces here
+                return
+            await self._finish_replies()
+            await self.bot.close()
+            await serving
+
+    async def _finish_replies(self) -> None:
+        """Give replies in flight a grace period, then cancel what is left."""
+        pending = {task for task in self.bot.replies.values() if not task.done()}
+        if not pending:
+            return
+        _, still_running = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_s)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            log.info("cancelled %d replies in flight at shutdown", len(still_running))
+            await asyncio.wait(still_running, timeout=5)

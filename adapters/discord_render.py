@@ -1,0 +1,107 @@
+"""Render one reply's events in a Discord channel: typing, queue position, edits, final text.
+
+One reply message is edited as text arrives, no more often than the configured interval and
+only when its text changed (Discord allows about 5 messages or edits per 5 s per channel).
+Replies longer than 2000 characters continue in further messages. Nothing the model writes
+can ping anyone: every message goes out with all mentions disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+
+import discord
+
+from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
+from bot.splitting import split_message
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+NO_PINGS = discord.AllowedMentions.none()
+FOOTER_SEPARATOR = "\n\n-# "  # the speed line goes under the reply as Discord's small text
+
+
+def without_footer(text: str) -> str:
+    """A reply of ours as the model wrote it (read back when walking a reply chain)."""
+    body, separator, footer = text.rpartition(FOOTER_SEPARATOR)
+    return body if separator and footer.startswith("⚡") else text
+
+
+def split_for_discord(text: str) -> list[str]:
+    """Message-sized parts, code fences closed and reopened."""
+    return split_message(text, MESSAGE_LIMIT)
+
+
+class DiscordReplyRenderer:
+    """Consumes reply events for one user message and keeps the channel up to date."""
+
+    def __init__(
+        self,
+        source: discord.Message,
+        *,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._interval = interval_s
+        self._clock = clock
+        self._text = ""
+        self._messages: list[discord.Message] = []
+        self._shown: list[str] = []
+        self._last_update = float("-inf")
+
+    async def render(self, events: AsyncGenerator[ReplyEvent, None]) -> None:
+        """Show every event of one reply; on cancellation, take back what was posted."""
+        async with contextlib.AsyncExitStack() as typing:
+            # discord.py refreshes the typing indicator until this context is closed.
+            await typing.enter_async_context(self._source.channel.typing())
+            try:
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        if not isinstance(event, QueuePosition):
+                            await typing.aclose()  # text (or a notice) is here
+                        await self._show(event)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._retract())  # question deleted: no orphan answer
+                raise
+
+    async def _show(self, event: ReplyEvent) -> None:
+        if isinstance(event, QueuePosition):
+            await self._sync([f"⏳ queued, {event.ahead} ahead"])
+        elif isinstance(event, ReplyText):
+            self._text += event.text
+            if self._clock() - self._last_update >= self._interval:
+                self._last_update = self._clock()
+                await self._sync(split_for_discord(self._text))
+        elif isinstance(event, ReplyDone):
+            final = event.text if not event.footer else event.text + FOOTER_SEPARATOR + event.footer
+            await self._sync(split_for_discord(final))
+        elif isinstance(event, Notice):
+            await self._sync(split_for_discord(event.text))
+
+    async def _sync(self, parts: list[str]) -> None:
+        """Make the channel show `parts`: edit what was sent when it changed, send the rest."""
+        for index, part in enumerate(parts):
+            if index < len(self._messages):
+                if self._shown[index] != part:
+                    await self._messages[index].edit(content=part, allowed_mentions=NO_PINGS)
+            elif index == 0:
+                self._messages.append(
+                    await self._source.reply(part, mention_author=False, allowed_mentions=NO_PINGS)
+                )
+            else:
+                self._messages.append(
+                    await self._source.channel.send(part, allowed_mentions=NO_PINGS)
+                )
+            self._shown[index : index + 1] = [part]
+
+    async def _retract(self) -> None:
+        for message in self._messages:
+            with contextlib.suppress(discord.HTTPException):
+                await message.delete()
+        self._messages.clear()
