@@ -198,3 +198,52 @@ async def test_shutdown_with_a_reply_in_flight(
     finally:
         await slow.close()
     assert not slow.busy
+
+
+async def test_reset_slash_command_clears_the_thread_history(
+    start_discord: StartDiscord, fake_discord: FakeDiscord, engine: Engine
+) -> None:
+    await start_discord()
+    await fake_discord.message_create(
+        f"{MENTION} remember mango", mentions=[BOT_ID], channel_id=THREAD_ID
+    )
+    await fake_discord.wait_for(lambda: finals(fake_discord, THREAD_ID))
+    reset = await fake_discord.interaction_create("reset", channel_id=THREAD_ID)
+    await fake_discord.wait_for(lambda: fake_discord.interaction_responses(reset))
+    assert "forgot" in fake_discord.interaction_responses(reset)[0]["data"]["content"]
+    await prime(engine, ChatTurn("user", "what fruit?"))
+    await fake_discord.message_create(
+        f"{MENTION} what fruit?", mentions=[BOT_ID], channel_id=THREAD_ID
+    )
+    final = await fake_discord.wait_for(
+        lambda: len(finals(fake_discord, THREAD_ID)) == 2 and finals(fake_discord, THREAD_ID)
+    )
+    assert "cached" in final[-1]  # nothing of the thread's earlier talk was left
+
+
+async def test_queue_position_then_a_polite_refusal_when_full(
+    engine_settings: EngineSettings, start_discord: StartDiscord, fake_discord: FakeDiscord
+) -> None:
+    busy = Engine(engine_settings.model_copy(update={"queue_size": 1, "max_new_tokens": 400}))
+    await busy.start()
+    try:
+        await start_discord(use_engine=busy, bot={"rate_limit_burst": 10})
+        await fake_discord.message_create(f"{MENTION} first", mentions=[BOT_ID])
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(CHANNEL_ID))
+        await fake_discord.message_create(
+            f"{MENTION} second", mentions=[BOT_ID], channel_id=THREAD_ID
+        )
+        queued = await fake_discord.wait_for(
+            lambda: [c for c in writes(fake_discord) if "queued" in (c.get("content") or "")]
+        )
+        assert "1 ahead" in queued[0]["content"]
+        dm = await fake_discord.message_create("third", guild=False)
+        refused = await fake_discord.wait_for(
+            lambda: fake_discord.bot_messages(int(dm["channel_id"]))
+        )
+        assert "busy" in refused[0]["content"]
+        await fake_discord.wait_for(
+            lambda: finals(fake_discord) and finals(fake_discord, THREAD_ID), 60
+        )
+    finally:
+        await busy.close()
