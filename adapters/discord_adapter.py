@@ -13,6 +13,7 @@ from discord.ext import commands
 
 from adapters.discord_messages import PLATFORM, addresses_bot, has_admin_role, to_incoming
 from adapters.discord_render import NO_PINGS, DiscordReplyRenderer
+from adapters.shutdown import finish_or_cancel
 from bot.commands import COMMANDS
 from bot.messages import IncomingMessage, Notice
 from bot.service import ChatService
@@ -141,18 +142,6 @@ class DiscordAdapter:
             if serving.done():
                 serving.result()  # a failed login or a fatal gateway error surfaces here
                 return
-            await self._finish_replies()
+            await finish_or_cancel(self.bot.replies.values(), self._settings.shutdown_grace_s)
             await self.bot.close()
             await serving
-
-    async def _finish_replies(self) -> None:
-        """Give replies in flight a grace period, then cancel what is left."""
-        pending = {task for task in self.bot.replies.values() if not task.done()}
-        if not pending:
-            return
-        _, still_running = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_s)
-        for task in still_running:
-            task.cancel()
-        if still_running:
-            log.info("cancelled %d replies in flight at shutdown", len(still_running))
-            await asyncio.wait(still_running, timeout=5)

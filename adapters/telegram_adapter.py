@@ -21,6 +21,7 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.shutdown import finish_or_cancel
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import PerChatOrder, RecentUpdates, to_incoming
 from bot.commands import COMMANDS
@@ -88,7 +89,7 @@ class TelegramAdapter:
             finally:
                 if app.updater is not None and app.updater.running:
                     await app.updater.stop()  # no new updates from here on
-                await self._finish_replies()
+                await finish_or_cancel(self._replies, self._settings.shutdown_grace_s)
                 await app.stop()
 
     async def _start_receiving(self) -> None:
@@ -109,18 +110,6 @@ class TelegramAdapter:
             secret_token=secret.get_secret_value() if secret else None,
             allowed_updates=updates,
         )
-
-    async def _finish_replies(self) -> None:
-        """Give replies in flight a grace period, then cancel what is left."""
-        pending = {task for task in self._replies if not task.done()}
-        if not pending:
-            return
-        _, still_running = await asyncio.wait(pending, timeout=self._settings.shutdown_grace_s)
-        for task in still_running:
-            task.cancel()
-        if still_running:
-            log.info("cancelled %d replies in flight at shutdown", len(still_running))
-            await asyncio.wait(still_running, timeout=5)
 
     async def _drop_duplicates(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         if not self._recent.first_time(update.update_id):

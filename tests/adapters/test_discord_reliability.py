@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
 import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from bot.logging_setup import RedactSecrets
 from tests.adapters.discord_fixtures import StartDiscord
 from tests.adapters.test_discord_chat import MENTION, finals
 from tests.support.fake_discord import BOT_ID, CHANNEL_ID, TOKEN, FakeDiscord
+from tests.support.logs import all_logs_redacting
 from tests.support.smollm2 import smollm2_gguf
 
 
@@ -39,20 +37,10 @@ async def test_a_failing_reply_ends_in_an_apology_not_a_traceback(
 async def test_the_token_never_reaches_the_logs(
     start_discord: StartDiscord, fake_discord: FakeDiscord
 ) -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactSecrets([TOKEN]))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with all_logs_redacting(TOKEN) as stream:
         await start_discord()
         await fake_discord.message_create(f"{MENTION} hi", mentions=[BOT_ID])
         await fake_discord.wait_for(lambda: finals(fake_discord))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = stream.getvalue()
     assert "discord" in logged and TOKEN not in logged
 

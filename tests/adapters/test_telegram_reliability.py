@@ -4,8 +4,6 @@ ordering, overload, shutdown, webhooks, and a token that never reaches the logs.
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
 import socket
 
 import aiohttp
@@ -13,7 +11,6 @@ import pytest
 from telegram import Bot
 
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
-from bot.logging_setup import RedactSecrets
 from bot.messages import ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import utf16_length
 from engine.config import EngineSettings
@@ -22,6 +19,7 @@ from engine.events import ReplyStats
 from tests.adapters.conftest import StartBot
 from tests.adapters.test_telegram_chat import GROUP, finals
 from tests.support.fake_telegram import TOKEN, Failure, FakeBotAPI
+from tests.support.logs import all_logs_redacting
 
 STATS = ReplyStats(10, 2000, 0.2, 30.0, 60.0, 0.0, False)
 
@@ -200,20 +198,10 @@ async def test_webhook_mode_answers_posted_updates_with_the_right_secret(
 
 
 async def test_the_token_never_reaches_the_logs(start_bot: StartBot, fake_api: FakeBotAPI) -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactSecrets([TOKEN]))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
+    with all_logs_redacting(TOKEN) as stream:
         await start_bot()
         fake_api.message("hello")
         await fake_api.wait_for(lambda: finals(fake_api, 1001))
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
     logged = stream.getvalue()
     assert "getUpdates" in logged or "sendMessage" in logged  # the URLs were logged...
     assert TOKEN not in logged and TOKEN.split(":")[1] not in logged  # ...without the token
