@@ -29,6 +29,9 @@ class QwenDiscordBot(commands.Bot):
     """The discord.py client: setup in setup_hook, one reply task per answered message."""
 
     def __init__(self, service: ChatService, settings: DiscordSettings, **options: Any) -> None:
+        # A text bot: no voice, so no start-up warnings about voice libraries it never needs.
+        discord.VoiceClient.warn_nacl = False
+        discord.VoiceClient.warn_dave = False
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it in the Developer Portal
         super().__init__(
