@@ -11,7 +11,7 @@ from contextlib import aclosing
 
 from bot import formatting
 from bot.access import Access, AccessPolicy, RateLimiter
-from bot.commands import HELP_TEXT, START_TEXT, Command, parse_command
+from bot.commands import COMMANDS, HELP_TEXT, START_TEXT, Command, parse_command
 from bot.history import HistoryStore, trim_to_budget
 from bot.messages import (
     IncomingMessage,
@@ -72,7 +72,9 @@ class ChatService:
             return
         text = normalize_text(message.text)
         command = parse_command(text)
-        if not message.addressed_to_bot and not (command and command.target is None):
+        # In groups a bare `/help` is for every bot there; another bot's `/weather` is not ours.
+        ours = command is not None and command.target is None and command.name in COMMANDS
+        if not message.addressed_to_bot and not ours:
             return
         if access is Access.NOT_ALLOWED:
             if message.is_private:

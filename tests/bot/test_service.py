@@ -62,6 +62,7 @@ async def test_commands_never_reach_the_model(make_service: ServiceFactory, engi
 async def test_group_commands_for_another_bot_are_ignored(make_service: ServiceFactory) -> None:
     service = make_service()
     assert await replies(service, group("/help@other_bot")) == []
+    assert await replies(service, group("/weather")) == []  # some other bot's command
     assert await replies(service, group("/help")) == [Notice(HELP_TEXT)]
 
 
