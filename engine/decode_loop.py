@@ -18,6 +18,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_stop: bool = False  # benchmarks: always generate max_new_tokens
 
     @property
     def deterministic(self) -> bool:

@@ -119,6 +119,7 @@ class Engine:
             temperature=s.temperature if request.temperature is None else request.temperature,
             top_p=s.top_p if request.top_p is None else request.top_p,
             seed=s.seed if request.seed is None else request.seed,
+            ignore_stop=request.ignore_stop,
         )
 
     async def generate(self, request: GenerationRequest) -> Finished:
@@ -191,6 +192,7 @@ class Engine:
                 "temperature": params.temperature,
                 "top_p": params.top_p,
                 "seed": params.seed if params.temperature > 0 else None,
+                "ignore_stop": params.ignore_stop,
             }
         )
 

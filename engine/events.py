@@ -26,6 +26,7 @@ class GenerationRequest:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    ignore_stop: bool = False  # benchmarks: generate exactly max_new_tokens
 
 
 @dataclass(frozen=True)

@@ -147,5 +147,6 @@ def load_weights(
     if quantization_config is None:
         model.to(device)  # type: ignore[arg-type]  # transformers wraps .to with a narrower stub
     model.train(False)  # eval mode: no dropout
-    model.requires_grad_(False)
+    # No requires_grad_(False): inference_mode already skips autograd, and frozen bf16 weights
+    # sent prefill down a 3x slower CPU path (0.41 s -> 1.19 s for 92 tokens of Qwen3-0.6B).
     return model

@@ -43,13 +43,14 @@ def run_reply(bundle: LoadedModel, job: Job) -> Finished:
             visible.append(text)
             job.emit(TokenText(text))
 
+    stop_ids = frozenset() if job.params.ignore_stop else bundle.stop_ids
     for token in decode_tokens(
-        bundle.model, job.prompt_ids, job.params, bundle.stop_ids, job.cancelled.is_set
+        bundle.model, job.prompt_ids, job.params, stop_ids, job.cancelled.is_set
     ):
         last_at = time.perf_counter()
         if first_at is None:
             first_at = last_at
-        if token in bundle.stop_ids:
+        if token in stop_ids:
             finish = "stop"
             break
         token_ids.append(token)

@@ -154,3 +154,12 @@ async def test_cancelled_replies_are_counted_for_admins(engine: Engine) -> None:
     snapshot = engine.snapshot()
     assert snapshot.errors == {"cancelled": 1}
     assert snapshot.requests == 2
+
+
+async def test_ignore_stop_generates_exactly_max_new_tokens(engine: Engine) -> None:
+    first = await engine.generate(request("hi", max_new_tokens=6))
+    engine.loaded.stop_ids = frozenset({first.token_ids[0]})  # its first token now ends a turn
+    stopped = await engine.generate(request("hi", max_new_tokens=5))
+    forced = await engine.generate(request("hi", max_new_tokens=5, ignore_stop=True))
+    assert stopped.stats.generated_tokens == 0 and stopped.finish_reason == "stop"
+    assert forced.stats.generated_tokens == 5 and forced.finish_reason == "length"
