@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -37,7 +38,7 @@ class PreparedPrompt:
     """A rendered, tokenised prompt ready for the worker."""
 
     text: str
-    ids: list[int]
+    ids: tuple[int, ...]  # shared between callers through the render cache: never mutated
     starts_in_think: bool
 
 
@@ -51,6 +52,10 @@ class Engine:
         self._bundle: LoadedModel | None = None
         self._cache: ResponseCache | None = None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
+        # The chat service counts a conversation's tokens while trimming its history, then
+        # asks for that same conversation: remember recent renders so the event loop does
+        # the template and the tokenizer once per message, not twice.
+        self._render = functools.lru_cache(maxsize=64)(self._render_uncached)
 
     async def start(self, progress: ProgressCallback = no_progress) -> EffectiveConfig:
         """Load the model on the worker thread; the event loop stays free meanwhile."""
@@ -90,9 +95,14 @@ class Engine:
 
     def prepare(self, messages: Sequence[ChatTurn]) -> PreparedPrompt:
         """Render and tokenise a conversation with the model's chat template."""
+        self._require_bundle()
+        return self._render(tuple(messages))
+
+    def _render_uncached(self, messages: tuple[ChatTurn, ...]) -> PreparedPrompt:
         bundle = self._require_bundle()
         text = render_chat(bundle.tokenizer, messages, self.settings.enable_thinking)
-        return PreparedPrompt(text, encode_prompt(bundle.tokenizer, text), prompt_opens_think(text))
+        ids = tuple(encode_prompt(bundle.tokenizer, text))
+        return PreparedPrompt(text, ids, prompt_opens_think(text))
 
     def count_tokens(self, messages: Sequence[ChatTurn]) -> int:
         """Prompt tokens this conversation would cost, template included."""
@@ -230,7 +240,7 @@ class Engine:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(inbox.put_nowait, event)
 
-        job = Job(prompt.ids, params, prompt.starts_in_think, emit)
+        job = Job(list(prompt.ids), params, prompt.starts_in_think, emit)
         shared: asyncio.Future[Finished | None] | None = None
         if key is not None:
             shared = loop.create_future()

@@ -163,3 +163,11 @@ async def test_ignore_stop_generates_exactly_max_new_tokens(engine: Engine) -> N
     forced = await engine.generate(request("hi", max_new_tokens=5, ignore_stop=True))
     assert stopped.stats.generated_tokens == 0 and stopped.finish_reason == "stop"
     assert forced.stats.generated_tokens == 5 and forced.finish_reason == "length"
+
+
+async def test_a_conversation_is_rendered_once_for_counting_and_answering(engine: Engine) -> None:
+    messages = request("Count me, then answer me").messages
+    counted = engine.count_tokens(list(messages))
+    assert engine.prepare(messages) is engine.prepare(list(messages))  # the same cached render
+    finished = await engine.generate(request("Count me, then answer me"))
+    assert finished.stats.prompt_tokens == counted
