@@ -72,6 +72,7 @@ async def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
         model=model,
         dtype=args.dtype,
         quantization=args.quantization,
+        backend=args.backend,
         compile=args.compile,
         threads=args.threads,
         cache_enabled=False,
@@ -130,7 +131,12 @@ def main() -> int:
     source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
     parser.add_argument("--random-weights", action="store_true", help="with --arch")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-    parser.add_argument("--quantization", default="none", choices=["none", "int8", "bnb8"])
+    parser.add_argument(
+        "--quantization",
+        default="auto",
+        choices=["auto", "none", "int8", "int8-weight", "int4", "bnb8"],
+    )
+    parser.add_argument("--backend", default="auto", choices=["auto", "native", "transformers"])
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--prompt-tokens", type=int, default=100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -15,7 +16,9 @@ from engine.cpu_tuning import ThreadPlan, apply_threads, plan_threads
 from engine.decode_loop import SamplingParams, decode_tokens
 from engine.errors import ModelLoadFailed
 from engine.fingerprint import model_fingerprint
+from engine.kv_cache import KVCache
 from engine.loader import (
+    cpu_has_vnni,
     load_tokenizer,
     load_weights,
     locate_on_hub,
@@ -23,6 +26,14 @@ from engine.loader import (
     resolve_dtype,
 )
 from engine.model_source import ModelSource, resolve_source
+from engine.native_loader import (
+    choose_scheme,
+    load_config,
+    load_generation_config,
+    load_native,
+    native_support,
+)
+from engine.native_model import NativeDecoder
 from engine.prompt import stop_token_ids
 from engine.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
 from engine.stats import EffectiveConfig
@@ -40,17 +51,20 @@ def no_progress(stage: str, fraction: float) -> None:
 class LoadedModel:
     """The model and everything the worker needs to run it."""
 
-    model: PreTrainedModel
+    model: PreTrainedModel | NativeDecoder
+    config: Any  # the transformers config
     tokenizer: PreTrainedTokenizerBase
     source: ModelSource
     device: torch.device
     dtype: torch.dtype
-    quantization: Quantization
+    backend: str  # "native" or "transformers"
+    quantization: str
     compiled: bool
     threads: ThreadPlan
     fingerprint: str
     stop_ids: frozenset[int]
     fallbacks: list[str] = field(default_factory=list)
+    kv_cache: KVCache | None = None  # the native decoder's, reused reply after reply
 
     def effective(self) -> EffectiveConfig:
         """What is in effect, for the start-up line and /stats."""
@@ -58,6 +72,7 @@ class LoadedModel:
             model=self.source.display_name,
             device=self.device.type,
             dtype=str(self.dtype).removeprefix("torch."),
+            backend=self.backend,
             quantization=self.quantization,
             compiled=self.compiled,
             threads=self.threads.intra_op,
@@ -72,55 +87,124 @@ def _fall_back(fallbacks: list[str], what: str, why: object, instead: str) -> No
     fallbacks.append(line)
 
 
-def _load_quantized(
+def _load_transformers(
     source: ModelSource,
     requested: Quantization,
     device: torch.device,
     dtype: torch.dtype,
     fallbacks: list[str],
-) -> tuple[PreTrainedModel, Quantization]:
-    """Walk the chain bnb8 -> int8 -> none, taking the first option that works here."""
+) -> tuple[PreTrainedModel, str]:
+    """The transformers backend: walk bnb8 -> int8 weight-only -> none."""
     if requested == "bnb8":
         try:
             return load_weights(source, device, dtype, bitsandbytes_config()), "bnb8"
         except (ImportError, ModelLoadFailed, RuntimeError) as error:
-            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8")
-            requested = "int8"
+            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8-weight")
+            requested = "int8-weight"
+    if requested == "int4":
+        _fall_back(fallbacks, "int4", "needs the native decoder", "int8-weight")
     model = load_weights(source, device, dtype)
-    if requested == "int8":
+    if requested in {"int8", "int8-weight", "int4"}:
         problem = int8_kernel_works(device, dtype)
         if problem is None:
             count = convert_to_int8(model)
             log.info("int8 weight-only quantisation applied to %d linear layers", count)
-            return model, "int8"
+            return model, "int8-weight"
         _fall_back(fallbacks, "int8 weight-only kernel", problem, "no quantisation")
     return model, "none"
 
 
-def warm_up(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+def _choose_backend(
+    settings: EngineSettings,
+    device: torch.device,
+    quantization: Quantization,
+    config: Any,
+    fallbacks: list[str],
+) -> str:
+    """native where it can run (CPU, a Llama/Qwen-family model, not bnb8), else transformers."""
+    if settings.backend == "transformers":
+        return "transformers"
+    reason = None
+    if device.type != "cpu":
+        reason = "it is built for CPUs"
+    elif quantization == "bnb8":
+        reason = "bitsandbytes needs transformers' model classes"
+    else:
+        reason = native_support(config)
+    if reason is None:
+        return "native"
+    _fall_back(fallbacks, "native decoder", reason, "transformers")
+    return "transformers"
+
+
+def warm_up(bundle: LoadedModel) -> None:
     """Run a few decode steps so lazy initialisation (and compilation) happens before users.
 
     Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache
     lengths change, marks them dynamic and recompiles here, not in a user's first reply.
     """
     for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
-        prompt = tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
-        for _ in decode_tokens(model, prompt, SamplingParams(max_new_tokens=8), frozenset()):
+        prompt = bundle.tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
+        params = SamplingParams(max_new_tokens=8)
+        for _ in decode_tokens(bundle.model, prompt, params, frozenset(), cache=bundle.kv_cache):
             pass
 
 
 def _compile_with_fallback(bundle: LoadedModel, fallbacks: list[str]) -> None:
     """Compile the forward pass and prove it with a warm-up; fall back to eager on failure."""
-    eager_forward = bundle.model.forward
+    model = bundle.model
+    if isinstance(model, NativeDecoder):
+        # Measured (benchmarks/compare_speed.py): the native step is bound by its int8/int4
+        # kernels, which torch.compile cannot fuse into; compiling it only adds start-up time.
+        _fall_back(fallbacks, "torch.compile", "no gain for the native decoder", "eager mode")
+        return
+    eager_forward = model.forward
     try:
         # dynamic=True: the prompt length and KV length change every call.
-        bundle.model.forward = torch.compile(eager_forward, dynamic=True)
-        warm_up(bundle.model, bundle.tokenizer)
+        model.forward = torch.compile(eager_forward, dynamic=True)
+        warm_up(bundle)
         bundle.compiled = True
     except Exception as error:  # noqa: BLE001  compile failures share no base class
-        bundle.model.forward = eager_forward
+        model.forward = eager_forward
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
         _fall_back(fallbacks, "torch.compile", reason, "eager mode")
+
+
+def _load_model(
+    settings: EngineSettings,
+    source: ModelSource,
+    config: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    fallbacks: list[str],
+    progress: ProgressCallback,
+) -> tuple[PreTrainedModel | NativeDecoder, str, str]:
+    """(model, backend, quantization in effect) for the settings on this machine."""
+    quantization = settings.quantization
+    if quantization == "auto":
+        quantization = "int8" if device.type == "cpu" else "none"
+    backend = _choose_backend(settings, device, quantization, config, fallbacks)
+    if backend == "native" and quantization != "bnb8":
+
+        def fall_back(what: str, why: object, instead: str) -> None:
+            _fall_back(fallbacks, what, why, instead)
+
+        scheme = choose_scheme(quantization, dtype, not cpu_has_vnni(), fall_back)
+        label = f"Loading weights ({scheme}, native decoder)"
+        progress(label, 0.15)
+        decoder = load_native(
+            source,
+            config,
+            scheme=scheme,
+            dtype=dtype,
+            reduce_range=not cpu_has_vnni(),
+            progress=lambda done: progress(label, 0.15 + 0.55 * done),
+        )
+        return decoder, "native", scheme
+    progress(f"Loading weights ({str(dtype).removeprefix('torch.')})", 0.15)
+    model, effective = _load_transformers(source, quantization, device, dtype, fallbacks)
+    return model, "transformers", effective
 
 
 def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress) -> LoadedModel:
@@ -141,26 +225,41 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
     dtype = resolve_dtype(settings.dtype, device)
     progress(f"Loading tokenizer of {source.display_name}", 0.05)
     tokenizer = load_tokenizer(source)
-    progress(f"Loading weights ({str(dtype).removeprefix('torch.')})", 0.15)
-    model, quantization = _load_quantized(source, settings.quantization, device, dtype, fallbacks)
+    config = load_config(source)
+    model, backend, quantization = _load_model(
+        settings,
+        source,
+        config,
+        device=device,
+        dtype=dtype,
+        fallbacks=fallbacks,
+        progress=progress,
+    )
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is None:
+        generation_config = load_generation_config(source, config)
     bundle = LoadedModel(
         model=model,
+        config=config,
         tokenizer=tokenizer,
         source=source,
         device=device,
         dtype=dtype,
+        backend=backend,
         quantization=quantization,
         compiled=False,
         threads=threads,
-        fingerprint=model_fingerprint(source, getattr(model.config, "_commit_hash", None)),
-        stop_ids=stop_token_ids(tokenizer, getattr(model, "generation_config", None)),
+        fingerprint=model_fingerprint(source, getattr(config, "_commit_hash", None)),
+        stop_ids=stop_token_ids(tokenizer, generation_config),
         fallbacks=fallbacks,
     )
+    if isinstance(model, NativeDecoder):
+        bundle.kv_cache = model.new_cache(model.config.max_positions)
     if settings.compile:
         progress("Compiling (torch.compile, can take a minute)", 0.7)
         _compile_with_fallback(bundle, fallbacks)
     if settings.warmup and not bundle.compiled:
         progress("Warming up", 0.9)
-        warm_up(bundle.model, bundle.tokenizer)
+        warm_up(bundle)
     progress("Ready", 1.0)
     return bundle

@@ -9,9 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
-# int8: weight-only int8 on torch's packed CPU kernel.
+# auto: int8 on a CPU (the fastest scheme that keeps >= 97 % fidelity), none on CUDA.
+# int8: int8 weights and per-token int8 activations (fbgemm dynamic int8).
+# int8-weight: int8 weights only, activations in the model dtype.
+# int4: group-wise 4-bit weights (fastest and smallest, least faithful).
 # bnb8: bitsandbytes 8-bit, the seed guide's choice (saves memory, not faster on CPU).
-Quantization = Literal["none", "int8", "bnb8"]
+Quantization = Literal["auto", "none", "int8", "int8-weight", "int4", "bnb8"]
+# native: our own decoder for Llama/Qwen-family models (the fast CPU path);
+# transformers: the library's forward pass, for every other model and for CUDA.
+Backend = Literal["auto", "native", "transformers"]
 
 
 def default_data_dir() -> Path:
@@ -33,7 +39,8 @@ class EngineSettings(BaseModel):
     gguf_file: str | None = Field(None, description="GGUF file name inside a folder or hub repo")
     device: Device = "auto"
     dtype: Dtype = "auto"
-    quantization: Quantization = "none"
+    quantization: Quantization = "auto"
+    backend: Backend = "auto"
     compile: bool = False
     threads: int | None = Field(
         None, ge=1, le=512, description="intra-op threads; unset = physical cores, capped"

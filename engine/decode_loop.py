@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from engine.kv_cache import KVCache
+from engine.native_model import NativeDecoder
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -59,31 +62,47 @@ def sample_token(
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
+def token_stepper(
+    model: PreTrainedModel | NativeDecoder, cache: KVCache | None, needed: int
+) -> Callable[[list[int]], torch.Tensor]:
+    """A function from the next token ids to the logits after them, over a fresh cache."""
+    if isinstance(model, NativeDecoder):
+        native_cache = cache if cache is not None else model.new_cache(needed)
+        native_cache.reset()
+        return lambda ids: model.forward(torch.tensor(ids, dtype=torch.long), native_cache)
+    hf_cache = DynamicCache(config=model.config)
+    cache_arg = cache_argument(model)
+    device = model.device
+    return lambda ids: forward_last_logits(
+        model, torch.tensor([ids], dtype=torch.long, device=device), hf_cache, cache_arg
+    )
+
+
 def decode_tokens(
-    model: PreTrainedModel,
+    model: PreTrainedModel | NativeDecoder,
     prompt_ids: list[int],
     params: SamplingParams,
     stop_ids: frozenset[int],
     should_stop: Callable[[], bool] = lambda: False,
+    *,
+    cache: KVCache | None = None,
 ) -> Iterator[int]:
     """Yield generated token ids one by one; a stop token is yielded and ends the stream.
 
     should_stop is checked before each decode step, so cancelling costs at most one step.
+    A native decoder reuses `cache` (cleared first) when given one.
     """
-    device = model.device
     generator: torch.Generator | None = None
     if params.temperature > 0.0:
+        device = model.device if isinstance(model, PreTrainedModel) else torch.device("cpu")
         generator = torch.Generator(device=device)
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
-    cache = DynamicCache(config=model.config)
-    cache_arg = cache_argument(model)
     with torch.inference_mode():
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # [1, T]
-        logits = forward_last_logits(model, input_ids, cache, cache_arg)
-        for step in range(params.max_new_tokens):
+        step = token_stepper(model, cache, len(prompt_ids) + params.max_new_tokens)
+        logits = step(prompt_ids)
+        for index in range(params.max_new_tokens):
             token = sample_token(logits, params, generator)
             yield token
-            if token in stop_ids or step + 1 == params.max_new_tokens or should_stop():
+            if token in stop_ids or index + 1 == params.max_new_tokens or should_stop():
                 return
-            next_ids = torch.tensor([[token]], dtype=torch.long, device=device)  # [1, 1]
-            logits = forward_last_logits(model, next_ids, cache, cache_arg)
+            logits = step([token])

@@ -116,7 +116,7 @@ class Engine:
     def prompt_limit(self, max_new_tokens: int | None = None) -> int:
         """Longest prompt accepted: the setting, and room for the reply in the context window."""
         bundle = self._require_bundle()
-        context = int(getattr(bundle.model.config, "max_position_embeddings", 0) or 0)
+        context = int(getattr(bundle.config, "max_position_embeddings", 0) or 0)
         new_tokens = max_new_tokens or self.settings.max_new_tokens
         limit = self.settings.max_input_tokens
         return min(limit, context - new_tokens) if context else limit
@@ -194,6 +194,7 @@ class Engine:
             {
                 "model": bundle.fingerprint,
                 "dtype": str(bundle.dtype),
+                "backend": bundle.backend,
                 "quantization": bundle.quantization,
                 "template": template_version(bundle.tokenizer),
                 "thinking": self.settings.enable_thinking,

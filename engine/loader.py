@@ -23,16 +23,27 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
-        return False
-    flags = set()
+        return frozenset()
+    flags: set[str] = set()
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.split(":", 1)[1].split())
+    return frozenset(flags)
+
+
+def cpu_has_vnni() -> bool:
+    """True when x86 integer dot products (VNNI) sum without 16-bit saturation."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
+    flags = cpu_flags()
     if platform.machine().lower() in {"aarch64", "arm64"}:
         return "bf16" in flags
     return bool(flags & {"avx512_bf16", "amx_bf16"})
@@ -91,7 +102,8 @@ def locate_on_hub(source: ModelSource) -> ModelSource:
     return source
 
 
-def _source_kwargs(source: ModelSource) -> dict[str, Any]:
+def source_kwargs(source: ModelSource) -> dict[str, Any]:
+    """from_pretrained arguments for this source (cache only, GGUF file, revision)."""
     kwargs: dict[str, Any] = {}
     if source.cached:
         kwargs["local_files_only"] = True
@@ -113,7 +125,7 @@ def _not_found(source: ModelSource, error: Exception) -> ModelNotFound:
 def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     """Load the tokenizer that belongs to the model (GGUF files carry their own)."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **_source_kwargs(source))
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **source_kwargs(source))
     except OSError as error:
         if source.is_local:
             message = f"cannot read the tokenizer of {source.location}: {error}"
@@ -131,7 +143,7 @@ def load_weights(
     quantization_config: Any = None,
 ) -> PreTrainedModel:
     """Load the causal LM in eval mode; low_cpu_mem_usage avoids a second full copy in RAM."""
-    kwargs = _source_kwargs(source)
+    kwargs = source_kwargs(source)
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
     try:

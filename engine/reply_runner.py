@@ -45,7 +45,12 @@ def run_reply(bundle: LoadedModel, job: Job) -> Finished:
 
     stop_ids = frozenset() if job.params.ignore_stop else bundle.stop_ids
     for token in decode_tokens(
-        bundle.model, job.prompt_ids, job.params, stop_ids, job.cancelled.is_set
+        bundle.model,
+        job.prompt_ids,
+        job.params,
+        stop_ids,
+        job.cancelled.is_set,
+        cache=bundle.kv_cache,
     ):
         last_at = time.perf_counter()
         if first_at is None:

@@ -32,6 +32,7 @@ class EffectiveConfig:
     model: str
     device: str
     dtype: str
+    backend: str
     quantization: str
     compiled: bool
     threads: int
@@ -41,7 +42,7 @@ class EffectiveConfig:
     def summary(self) -> str:
         """One line: model, dtype, quantisation, compile state and threads."""
         return (
-            f"model {self.model} · {self.device} · {self.dtype} · "
+            f"model {self.model} · {self.device} · {self.dtype} · {self.backend} decoder · "
             f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "
             f"{self.threads} threads"
         )

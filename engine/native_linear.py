@@ -1,0 +1,232 @@
+"""Linear layers for the native decoder: dense, int8 (two kernels) and int4, one interface.
+
+At batch 1 every decode step reads every weight once, so speed is bytes read per token
+and how well the kernel streams them. Measured on 2 Zen 5 cores for all Qwen3-0.6B
+linears at M=1 (benchmarks/compare_speed.py has the end-to-end view): bf16 F.linear
+64 ms, int8 weight-only `_weight_int8pack_mm` 37 ms, int4 `_weight_int4pack_mm_for_cpu`
+24 ms, fbgemm dynamic int8 (`quantized.linear_dynamic`, int8 activations too) 23 ms.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch.nn import functional
+
+# int8: fbgemm dynamic int8 (weights and, per token, activations; fp32 in and out).
+# int8-weight: int8 weights only, activations stay bf16/fp32 (`_weight_int8pack_mm`).
+# int4: group-wise 4-bit weights (`_weight_int4pack_mm_for_cpu`).
+Scheme = Literal["none", "int8", "int8-weight", "int4"]
+INT4_GROUP = 64  # 32 is slower here and 128 loses more fidelity
+
+
+class LinearKernel:
+    """y = x @ W.T (+ b) for x [M, K]; subclasses hold W in their own format."""
+
+    in_features: int
+    out_features: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N]."""
+        raise NotImplementedError
+
+    def nbytes(self) -> int:
+        """Bytes of weight memory (what each decode step reads)."""
+        raise NotImplementedError
+
+
+class DenseLinear(LinearKernel):
+    """Plain weights in the activation dtype."""
+
+    def __init__(self, weight: Weight, bias: torch.Tensor | None, dtype: torch.dtype):
+        self.out_features, self.in_features = dense(weight).shape
+        self.weight = dense(weight).to(dtype).contiguous()
+        self.bias = None if bias is None else bias.to(dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N]."""
+        return functional.linear(x, self.weight, self.bias)
+
+    def nbytes(self) -> int:
+        """Bytes of weight memory."""
+        return self.weight.numel() * self.weight.element_size()
+
+
+ROW_CHUNK = 8192  # rows quantised at a time: a 150k-row head never sits in memory as fp32
+
+
+class Int8Rows(NamedTuple):
+    """Weights already quantised per row: a tied embedding and output head share them."""
+
+    quantized: torch.Tensor  # int8 [N, K]
+    scales: torch.Tensor  # fp32 [N]
+
+
+Weight = torch.Tensor | Int8Rows
+
+
+def int8_rows(weight: Weight) -> Int8Rows:
+    """Per-row int8 of weight (no work when it already is)."""
+    return weight if isinstance(weight, Int8Rows) else Int8Rows(*per_channel_int8(weight))
+
+
+def dense(weight: Weight) -> torch.Tensor:
+    """A float weight (the dense and int4 kernels cannot start from int8)."""
+    if isinstance(weight, Int8Rows):
+        raise TypeError("this kernel needs the unquantised weight")
+    return weight
+
+
+def per_channel_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: weight [N, K] -> (int8 [N, K], fp32 scales [N])."""
+    quantized = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32)
+    for start in range(0, weight.shape[0], ROW_CHUNK):
+        rows = weight[start : start + ROW_CHUNK].float()
+        scale = rows.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        quantized[start : start + ROW_CHUNK] = torch.round(rows / scale[:, None]).clamp(-127, 127)
+        scales[start : start + ROW_CHUNK] = scale
+    return quantized, scales
+
+
+class DynamicInt8Linear(LinearKernel):
+    """fbgemm's dynamic int8 linear: int8 weights, activations quantised per call, fp32 out.
+
+    It is the fastest CPU GEMV torch ships (integer dot products, VNNI where present), and
+    the fastest prefill too. torch marks the quantized-tensor API deprecated; it is still in
+    the torch versions pyproject allows, and the loader falls back to int8-weight without it.
+    """
+
+    def __init__(self, weight: Weight, bias: torch.Tensor | None, reduce_range: bool):
+        quantized, scales = int8_rows(weight)
+        self.out_features, self.in_features = quantized.shape
+        zero_points = torch.zeros(self.out_features, dtype=torch.long)
+        with warnings.catch_warnings():
+            # The deprecation notice for quantized tensors; see the class docstring.
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch._make_per_channel_quantized_tensor(
+                quantized, scales.double(), zero_points, 0
+            )
+            self.packed = torch.ops.quantized.linear_prepack(
+                qweight, None if bias is None else bias.float()
+            )
+        # Without VNNI, fbgemm's 16-bit intermediate sums can saturate: use 7-bit activations.
+        self.reduce_range = reduce_range
+        self._nbytes = quantized.numel() + scales.numel() * 4
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] fp32 -> [M, N] fp32."""
+        out: torch.Tensor = torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes of weight memory."""
+        return self._nbytes
+
+
+class Int8WeightLinear(LinearKernel):
+    """int8 weights, per-channel scales; the kernel de-quantises as it multiplies."""
+
+    def __init__(self, weight: Weight, bias: torch.Tensor | None, dtype: torch.dtype):
+        self.weight, scales = int8_rows(weight)
+        self.out_features, self.in_features = self.weight.shape
+        self.scales = scales.to(dtype)
+        self.bias = None if bias is None else bias.to(dtype)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N]."""
+        out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
+        return out if self.bias is None else out + self.bias
+
+    def nbytes(self) -> int:
+        """Bytes of weight memory."""
+        return self.weight.numel() + self.scales.numel() * self.scales.element_size()
+
+
+class Int4Linear(LinearKernel):
+    """Asymmetric group-wise 4-bit weights on torch's packed CPU kernel.
+
+    The kernel is fast only for bf16 inputs (fp32 inputs take a scalar path, 30x slower),
+    while the ops between matmuls are faster in fp32: so fp32 in, bf16 inside, fp32 out.
+    """
+
+    def __init__(self, weight: Weight, bias: torch.Tensor | None):
+        weight = dense(weight)
+        n, k = weight.shape
+        if k % INT4_GROUP:
+            raise ValueError(f"in_features {k} is not a multiple of the int4 group {INT4_GROUP}")
+        self.out_features, self.in_features = n, k
+        packed, scales_zeros = [], []
+        for start in range(0, n, ROW_CHUNK):  # the packing is row-wise, so chunks concatenate
+            chunk_packed, chunk_sz = _int4_rows(weight[start : start + ROW_CHUNK])
+            packed.append(chunk_packed)
+            scales_zeros.append(chunk_sz)
+        self.packed = torch.cat(packed)
+        self.scales_zeros = torch.cat(scales_zeros, dim=1).to(torch.bfloat16)  # [K/group, N, 2]
+        self.bias = None if bias is None else bias.float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] fp32 -> [M, N] fp32."""
+        out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.to(torch.bfloat16), self.packed, INT4_GROUP, self.scales_zeros
+        ).float()
+        return out if self.bias is None else out + self.bias
+
+    def nbytes(self) -> int:
+        """Bytes of weight memory."""
+        sz = self.scales_zeros
+        packed = self.packed.numel() * self.packed.element_size()
+        return int(packed + sz.numel() * sz.element_size())
+
+
+def _int4_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [n, K] -> (packed codes, fp32 scales and zeros [K / group, n, 2])."""
+    n, k = weight.shape
+    groups = weight.float().reshape(n, k // INT4_GROUP, INT4_GROUP)
+    low = groups.amin(dim=-1, keepdim=True)
+    high = groups.amax(dim=-1, keepdim=True)
+    scale = ((high - low) / 15.0).clamp(min=1e-8)
+    codes = torch.round((groups - low) / scale).clamp(0, 15).to(torch.int32).reshape(n, k)
+    # The kernel computes (code - 8) * scale + zero, so zero is the value of code 8.
+    zero = low + scale * 8.0
+    scales_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).contiguous()
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1), scales_zeros
+
+
+LinearFactory = Callable[[Weight, torch.Tensor | None], LinearKernel]
+
+
+def linear_factory(scheme: Scheme, dtype: torch.dtype, reduce_range: bool) -> LinearFactory:
+    """How to build each linear layer of a model for this scheme."""
+    if scheme == "int8":
+        return lambda weight, bias: DynamicInt8Linear(weight, bias, reduce_range)
+    if scheme == "int8-weight":
+        return lambda weight, bias: Int8WeightLinear(weight, bias, dtype)
+    if scheme == "int4":
+        # A layer whose width is not a multiple of the group keeps 8 bits (rare in practice).
+        return lambda weight, bias: (
+            Int4Linear(weight, bias)
+            if dense(weight).shape[1] % INT4_GROUP == 0
+            else DynamicInt8Linear(weight, bias, reduce_range)
+        )
+    return lambda weight, bias: DenseLinear(weight, bias, dtype)
+
+
+def activation_dtype(scheme: Scheme, dtype: torch.dtype) -> torch.dtype:
+    """The dtype between matmuls: fp32 for the int8 and int4 kernels (small ops are faster
+    in fp32 on a CPU, and fbgemm's kernel takes fp32), else the model dtype."""
+    return torch.float32 if scheme in {"int8", "int4"} else dtype
+
+
+def kernel_problem(scheme: Scheme, dtype: torch.dtype, reduce_range: bool) -> str | None:
+    """Run the scheme's kernel once on a small layer; why it cannot run here, or None."""
+    weight = torch.randn(32, 128)
+    try:
+        layer = linear_factory(scheme, dtype, reduce_range)(weight, None)
+        layer(torch.ones(1, 128, dtype=activation_dtype(scheme, dtype)))
+    except (RuntimeError, NotImplementedError, AttributeError, ValueError) as error:
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
+    return None

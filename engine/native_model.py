@@ -1,0 +1,296 @@
+"""Our own forward pass for Llama-family decoders (Llama, SmolLM, Mistral, Qwen2, Qwen3).
+
+transformers' forward is written for every model and every device; at batch 1 on a CPU
+its per-token Python work and its growing cache cost as much as the weights. This is the
+gpt-fast shape: fused q/k/v and gate/up projections, a cache written in place, SDPA with
+grouped-query attention, and the output head run for the last position only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from engine.kv_cache import KVCache
+from engine.native_linear import Int8Rows, LinearKernel, Weight
+
+SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model is not one the native decoder implements; transformers runs it instead."""
+
+
+@dataclass(frozen=True)
+class NativeConfig:
+    """The shape of a Llama-family decoder, read from a transformers config."""
+
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    rms_eps: float
+    tied_embeddings: bool
+    qk_norm: bool  # Qwen3 normalises each head's queries and keys
+    max_positions: int
+
+    @classmethod
+    def from_transformers(cls, config: Any) -> NativeConfig:
+        """Check the config is one we implement exactly, and read its shape."""
+        model_type = getattr(config, "model_type", "?")
+        if model_type not in SUPPORTED_TYPES:
+            raise UnsupportedArchitecture(f"model type '{model_type}'")
+        activation = getattr(config, "hidden_act", "silu")
+        if activation != "silu":
+            raise UnsupportedArchitecture(f"activation '{activation}'")
+        # Qwen configs carry a sliding window they do not use; Mistral's is real.
+        if model_type == "mistral" and getattr(config, "sliding_window", None):
+            raise UnsupportedArchitecture("sliding-window attention")
+        heads = config.num_attention_heads
+        return cls(
+            model_type=model_type,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            layers=config.num_hidden_layers,
+            heads=heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            rms_eps=config.rms_norm_eps,
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            qk_norm=model_type == "qwen3",
+            max_positions=int(getattr(config, "max_position_embeddings", 0) or 32768),
+        )
+
+
+def rope_frequencies(config: Any, head_dim: int) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies [head_dim / 2] and attention scaling, for any rope type
+    transformers knows (default, llama3, yarn, ...)."""
+    parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    parameters = dict(parameters or {})
+    rope_type = parameters.get("rope_type") or parameters.get("type") or "default"
+    if rope_type == "default":
+        theta = parameters.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+        return (1.0 / (float(theta) ** exponents)).float(), 1.0
+    if rope_type not in ROPE_INIT_FUNCTIONS:
+        raise UnsupportedArchitecture(f"rope type '{rope_type}'")
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+    return inv_freq.float(), float(scaling)
+
+
+class RotaryTable:
+    """cos/sin per position, computed once for the positions in use.
+
+    sin is stored sign-folded ([-sin, sin]) so a rotation is roll, mul and addcmul.
+    """
+
+    def __init__(self, inv_freq: torch.Tensor, scaling: float, dtype: torch.dtype) -> None:
+        self.inv_freq = inv_freq
+        self.scaling = scaling
+        self.dtype = dtype
+        self.cos = torch.empty(0, inv_freq.numel() * 2, dtype=dtype)
+        self.sin = torch.empty(0, inv_freq.numel() * 2, dtype=dtype)
+
+    def at(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, signed sin of positions start..start+count-1: [count, 1, head_dim] each."""
+        end = start + count
+        if end > self.cos.shape[0]:
+            positions = torch.arange(max(end, 2 * self.cos.shape[0], 256), dtype=torch.float32)
+            angles = torch.outer(positions, self.inv_freq)
+            sin = angles.sin() * self.scaling
+            self.cos = (torch.cat([angles, angles], dim=-1).cos() * self.scaling).to(self.dtype)
+            self.sin = torch.cat([-sin, sin], dim=-1).to(self.dtype)
+        return self.cos[start:end, None, :], self.sin[start:end, None, :]
+
+
+# Every small op costs ~10 us inside a decode step (the weights streamed by each matmul
+# evict the caches), so the helpers below are written for the fewest ops, not elegance.
+
+
+class RMSNorm:
+    """RMSNorm over the last dimension in fp32, as transformers computes it, in four ops.
+
+    x / sqrt(mean(x^2) + eps) * w == x / hypot(|x|, sqrt(n * eps)) * (w * sqrt(n)).
+    torch's rms_norm is a composite of ~8 ops on the CPU.
+    """
+
+    def __init__(self, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> None:
+        size = weight.shape[-1]
+        self.weight = weight.float() * math.sqrt(size)
+        self.floor = torch.tensor(math.sqrt(size * eps))
+        self.dtype = dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [..., n] -> normalised and scaled, in the activation dtype."""
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+        out = x / torch.hypot(norm, self.floor) * self.weight
+        return out if out.dtype == self.dtype else out.to(self.dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [T, heads, head_dim] by position (the rotate-half layout of HF checkpoints);
+    sin comes sign-folded from RotaryTable."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
+
+
+class Embedding:
+    """Token embeddings: dense, or int8 rows with a scale each (a quarter of fp32's memory)."""
+
+    def __init__(self, weight: Weight, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.scales: torch.Tensor | None = None
+        if isinstance(weight, Int8Rows):
+            self.table, self.scales = weight
+        else:
+            self.table = weight.to(dtype).contiguous()
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [T] -> [T, hidden]."""
+        rows = self.table[ids]
+        if self.scales is None:
+            return rows
+        return (rows.float() * self.scales[ids, None]).to(self.dtype)
+
+    def nbytes(self) -> int:
+        """Bytes of table memory."""
+        extra = 0 if self.scales is None else self.scales.numel() * 4
+        return self.table.numel() * self.table.element_size() + extra
+
+
+@dataclass
+class NativeLayer:
+    """One decoder block's weights."""
+
+    attn_norm: RMSNorm
+    qkv: LinearKernel  # the query rows are pre-scaled by head_dim ** -0.5
+    qk_norm: RMSNorm | None  # [heads + kv_heads, D]: Qwen3's q_norm and k_norm, stacked
+    out: LinearKernel
+    mlp_norm: RMSNorm
+    gate_up: LinearKernel
+    down: LinearKernel
+
+
+class NativeDecoder:
+    """Forward pass over a KV cache: token ids in, logits of the last position out."""
+
+    def __init__(  # noqa: PLR0917  (the parts of a decoder, built in one place)
+        self,
+        config: NativeConfig,
+        embedding: Embedding,
+        layers: list[NativeLayer],
+        final_norm: RMSNorm,
+        head: LinearKernel,
+        rotary: RotaryTable,
+        dtype: torch.dtype,
+    ) -> None:
+        self.config = config
+        self.embedding = embedding
+        self.layers = layers
+        self.final_norm = final_norm
+        self.head = head
+        self.rotary = rotary
+        self.dtype = dtype  # activations, norms and the KV cache
+
+    def new_cache(self, max_tokens: int) -> KVCache:
+        """An empty cache for one conversation of up to max_tokens tokens."""
+        c = self.config
+        limit = min(max_tokens, c.max_positions)
+        return KVCache(c.layers, c.kv_heads, c.head_dim, self.dtype, limit)
+
+    def nbytes(self) -> int:
+        """Bytes of weights."""
+        kernels = [self.head] + [
+            k for layer in self.layers for k in (layer.qkv, layer.out, layer.gate_up, layer.down)
+        ]
+        return self.embedding.nbytes() + sum(k.nbytes() for k in kernels)
+
+    def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """ids [T] after cache.length cached tokens -> fp32 logits [vocab] of the last one."""
+        c = self.config
+        count, start = ids.shape[0], cache.length
+        if count == 1:
+            return self._decode_step(ids, cache)
+        cache.reserve(start + count)
+        cos, sin = self.rotary.at(start, count)
+        mask = _causal_mask(start, count)
+        x = self.embedding(ids)
+        q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
+        for index, layer in enumerate(self.layers):
+            h = layer.attn_norm(x)
+            qk, v = torch.split(layer.qkv(h), [q_size + kv_size, kv_size], dim=-1)
+            # Queries and keys share one norm call and one rotation: half the small ops.
+            qk = qk.view(count, c.heads + c.kv_heads, c.head_dim)
+            if layer.qk_norm is not None:
+                qk = layer.qk_norm(qk)
+            qk = apply_rotary(qk, cos, sin).transpose(0, 1)  # [heads + kv_heads, T, D]
+            q, k = qk[: c.heads], qk[c.heads :]
+            v = v.view(count, c.kv_heads, c.head_dim).transpose(0, 1)
+            keys, values = cache.write(index, k, v)
+            attended = functional.scaled_dot_product_attention(
+                q[None],
+                keys,
+                values,
+                attn_mask=mask,
+                is_causal=mask is None,
+                scale=1.0,  # folded into the query projection
+                enable_gqa=c.heads != c.kv_heads,
+            )[0]
+            x = x + layer.out(attended.transpose(0, 1).reshape(count, q_size))
+            h = layer.mlp_norm(x)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(functional.silu(gate) * up)
+        cache.length = start + count
+        last = self.final_norm(x[-1:])
+        return self.head(last)[0].float()
+
+    def _decode_step(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """forward() for one token, written for the fewest ops: this runs once per token."""
+        c = self.config
+        position = cache.length
+        length = position + 1
+        cache.reserve(length)
+        cos, sin = self.rotary.at(position, 1)
+        cos, sin = cos[0], sin[0]  # [1, D]
+        qk_rows = c.heads + c.kv_heads
+        split = qk_rows * c.head_dim
+        roll = c.head_dim // 2
+        fp32_softmax = self.dtype != torch.float32
+        x = self.embedding(ids)  # [1, hidden]
+        for index, layer in enumerate(self.layers):
+            qkv = layer.qkv(layer.attn_norm(x))[0]
+            qk = qkv[:split].view(qk_rows, c.head_dim)
+            if layer.qk_norm is not None:
+                qk = layer.qk_norm(qk)
+            qk = torch.addcmul(qk * cos, qk.roll(roll, dims=-1), sin)  # rotary, see apply_rotary
+            keys, values = cache.keys[index], cache.values[index]  # [kv_heads, capacity, D]
+            keys[:, position] = qk[c.heads :]
+            values[:, position] = qkv[split:].view(c.kv_heads, c.head_dim)
+            # Grouped-query attention as two batched matmuls: a group of query heads shares
+            # one K/V head. SDPA costs the same here with more ops around it.
+            grouped = qk[: c.heads].view(c.kv_heads, -1, c.head_dim)
+            scores = torch.bmm(grouped, keys[:, :length].transpose(1, 2))  # [kv, group, L]
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            if fp32_softmax:
+                weights = weights.to(self.dtype)
+            attended = torch.bmm(weights, values[:, :length]).view(1, -1)
+            x = x + layer.out(attended)
+            gate, up = layer.gate_up(layer.mlp_norm(x)).chunk(2, dim=-1)
+            x = x + layer.down(functional.silu(gate) * up)
+        cache.length = length
+        return self.head(self.final_norm(x))[0].float()
+
+
+def _causal_mask(start: int, count: int) -> torch.Tensor | None:
+    """Needed only when several new tokens follow cached ones (a reused prefix)."""
+    if start == 0 or count == 1:
+        return None
+    new = torch.arange(count)[:, None] + start
+    return torch.arange(start + count)[None, :] <= new  # [T, start + T]

@@ -1,0 +1,208 @@
+"""Build a NativeDecoder from checkpoint tensors, quantising each as it is read.
+
+From safetensors we read one tensor at a time with plain file reads (no mmap), so the
+process never holds the bf16 checkpoint and its quantised copy at once: peak memory stays
+near the quantised size. Other formats (GGUF, .bin) come through a transformers model
+whose tensors are handed over and dropped one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.native_linear import (
+    LinearFactory,
+    LinearKernel,
+    Scheme,
+    activation_dtype,
+    int8_rows,
+    linear_factory,
+)
+from engine.native_model import (
+    Embedding,
+    NativeConfig,
+    NativeDecoder,
+    NativeLayer,
+    RMSNorm,
+    RotaryTable,
+    rope_frequencies,
+)
+
+TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
+Progress = Callable[[float], None]  # fraction of layers built, 0..1
+
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+
+
+class SafetensorsReader:
+    """Reads named tensors from .safetensors files without mapping them into memory."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self._where: dict[str, tuple[Path, int, dict[str, Any]]] = {}
+        for path in files:
+            with path.open("rb") as handle:
+                (header_size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(header_size))
+            for name, entry in header.items():
+                if name != "__metadata__":
+                    self._where[name] = (path, 8 + header_size, entry)
+
+    def __call__(self, name: str) -> torch.Tensor | None:
+        """The tensor stored under name, or None when the checkpoint has none."""
+        if name not in self._where:
+            return None
+        path, data_start, entry = self._where[name]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ValueError(f"tensor {name} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        buffer = bytearray(end - begin)
+        with path.open("rb") as handle:
+            handle.seek(data_start + begin)
+            handle.readinto(buffer)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+
+def state_dict_fetch(model: torch.nn.Module) -> TensorFetch:
+    """Hand a loaded transformers model's tensors over one by one, freeing each after use."""
+    tensors: dict[str, torch.Tensor] = dict(model.state_dict())
+    model.to("meta")  # the model's own references go; ours are the last ones
+
+    def fetch(name: str) -> torch.Tensor | None:
+        return tensors.pop(name, None)
+
+    return fetch
+
+
+def _required(fetch: TensorFetch, name: str) -> torch.Tensor:
+    tensor = fetch(name)
+    if tensor is None:
+        raise KeyError(f"checkpoint has no tensor '{name}'")
+    return tensor
+
+
+def _fused(fetch: TensorFetch, names: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenate projections along the output dimension (one kernel call instead of 2-3)."""
+    weights = [_required(fetch, f"{name}.weight") for name in names]
+    biases = [fetch(f"{name}.bias") for name in names]
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat(
+            [
+                b if b is not None else torch.zeros(w.shape[0])
+                for b, w in zip(biases, weights, strict=True)
+            ]
+        )
+    return torch.cat(weights), bias
+
+
+def build_decoder(
+    hf_config: Any,
+    fetch: TensorFetch,
+    *,
+    scheme: Scheme,
+    dtype: torch.dtype,
+    reduce_range: bool,
+    progress: Progress = lambda fraction: None,
+) -> NativeDecoder:
+    """Read every tensor through fetch and build the decoder for this scheme."""
+    config = NativeConfig.from_transformers(hf_config)
+    act = activation_dtype(scheme, dtype)
+    make = linear_factory(scheme, dtype, reduce_range)
+    layers = [
+        _layer(fetch, f"model.layers.{i}", config, make, act, progress, i)
+        for i in range(config.layers)
+    ]
+    embedding, head = _embedding_and_head(fetch, config, scheme, act, make)
+    inv_freq, scaling = rope_frequencies(hf_config, config.head_dim)
+    final_norm = RMSNorm(_required(fetch, "model.norm.weight"), config.rms_eps, act)
+    progress(1.0)
+    return NativeDecoder(
+        config, embedding, layers, final_norm, head, RotaryTable(inv_freq, scaling, act), act
+    )
+
+
+def _embedding_and_head(
+    fetch: TensorFetch,
+    config: NativeConfig,
+    scheme: Scheme,
+    act: torch.dtype,
+    make: LinearFactory,
+) -> tuple[Embedding, LinearKernel]:
+    """The input embedding (int8 rows unless dense) and the output head, sharing one
+    quantisation when the model ties them; the order keeps the peak memory low."""
+    embed = _required(fetch, "model.embed_tokens.weight")
+    separate_head = None if config.tied_embeddings else fetch("lm_head.weight")
+    if scheme == "none":
+        head_weight = embed if separate_head is None else separate_head
+        return Embedding(embed, act), make(head_weight, None)
+    head = None
+    if separate_head is not None:
+        head = make(separate_head, None)
+        del separate_head
+    elif scheme == "int4":
+        head = make(embed, None)  # int4 starts from the float weight
+    rows = int8_rows(embed)
+    del embed  # the bf16 table goes before the head is packed
+    if head is None:
+        head = make(rows, None)  # int8 schemes share the embedding's int8 rows
+    return Embedding(rows, act), head
+
+
+def _layer(  # noqa: PLR0917  (private; one call site)
+    fetch: TensorFetch,
+    prefix: str,
+    config: NativeConfig,
+    make: LinearFactory,
+    act: torch.dtype,
+    progress: Progress,
+    index: int,
+) -> NativeLayer:
+    attn, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
+    # Attention's 1/sqrt(head_dim) is folded into the queries: into Qwen3's q_norm weight,
+    # else into q_proj's rows (per-row quantisation scales absorb it exactly).
+    query_scale = config.head_dim**-0.5
+    weight, bias = _fused(fetch, [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"])
+    if not config.qk_norm:
+        q_rows = config.heads * config.head_dim
+        weight[:q_rows] *= query_scale
+        if bias is not None:
+            bias[:q_rows] *= query_scale
+    qkv = make(weight, bias)
+    del weight, bias
+    out = make(_required(fetch, f"{attn}.o_proj.weight"), fetch(f"{attn}.o_proj.bias"))
+    gate_up = make(*_fused(fetch, [f"{mlp}.gate_proj", f"{mlp}.up_proj"]))
+    down = make(_required(fetch, f"{mlp}.down_proj.weight"), None)
+    qk_norm = None
+    if config.qk_norm:
+        q_norm = _required(fetch, f"{attn}.q_norm.weight").float() * query_scale
+        k_norm = _required(fetch, f"{attn}.k_norm.weight").float()
+        stacked = torch.cat([q_norm.expand(config.heads, -1), k_norm.expand(config.kv_heads, -1)])
+        qk_norm = RMSNorm(stacked, config.rms_eps, act)
+    progress((index + 1) / (config.layers + 1))
+    eps = config.rms_eps
+    return NativeLayer(
+        attn_norm=RMSNorm(_required(fetch, f"{prefix}.input_layernorm.weight"), eps, act),
+        qkv=qkv,
+        qk_norm=qk_norm,
+        out=out,
+        mlp_norm=RMSNorm(_required(fetch, f"{prefix}.post_attention_layernorm.weight"), eps, act),
+        gate_up=gate_up,
+        down=down,
+    )
+
+
+def safetensors_files(folder: Path) -> list[Path]:
+    """The checkpoint's .safetensors files (sharded via the index, or the single file)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / shard for shard in shards]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []

@@ -1,0 +1,100 @@
+"""The native decoder against transformers' own forward pass, scheme by scheme."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from engine.kv_cache import GROWTH_STEP, KVCache
+from engine.native_linear import Scheme
+from engine.native_model import NativeDecoder
+from engine.native_weights import SafetensorsReader, build_decoder, safetensors_files
+
+
+def native(
+    folder: Path, scheme: Scheme = "none", dtype: torch.dtype = torch.float32
+) -> NativeDecoder:
+    config = transformers.AutoConfig.from_pretrained(folder)
+    reader = SafetensorsReader(safetensors_files(folder))
+    return build_decoder(config, reader, scheme=scheme, dtype=dtype, reduce_range=True)
+
+
+def reference_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
+    """transformers, fp32, whole sequence at once: logits [T, vocab]."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.inference_mode():
+        return model.train(False)(input_ids=ids[None]).logits[0].float()
+
+
+def stepwise_logits(decoder: NativeDecoder, ids: torch.Tensor, prompt: int) -> torch.Tensor:
+    """Prefill `prompt` tokens, then decode the rest one by one: logits from position
+    prompt-1 on, [T - prompt + 1, vocab]."""
+    cache = decoder.new_cache(4096)
+    with torch.inference_mode():
+        rows = [decoder.forward(ids[:prompt], cache)]
+        rows += [decoder.forward(ids[i : i + 1], cache) for i in range(prompt, len(ids))]
+    return torch.stack(rows)
+
+
+IDS = torch.tensor([151644, 872, 198, 9707, 11, 1246, 525, 498, 30, 151645, 198, 151644, 77091])
+
+
+def test_fp32_matches_transformers_at_prefill_and_every_decode_step(tiny_model_dir: Path) -> None:
+    expected = reference_logits(tiny_model_dir, IDS)[6:]
+    got = stepwise_logits(native(tiny_model_dir), IDS, prompt=7)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+@pytest.mark.parametrize(
+    ("scheme", "min_cosine"), [("int8", 0.995), ("int8-weight", 0.999), ("int4", 0.97)]
+)
+def test_quantised_schemes_track_fp32(
+    tiny_model_dir: Path, scheme: Scheme, min_cosine: float
+) -> None:
+    expected = reference_logits(tiny_model_dir, IDS)[6:]
+    got = stepwise_logits(native(tiny_model_dir, scheme, torch.bfloat16), IDS, prompt=7)
+    cosine = torch.nn.functional.cosine_similarity(got, expected, dim=-1)
+    assert cosine.min() > min_cosine
+
+
+def test_cache_grows_and_a_cached_prefix_continues_exactly(tiny_model_dir: Path) -> None:
+    decoder = native(tiny_model_dir)
+    ids = torch.arange(1000, 1000 + GROWTH_STEP + 44)  # longer than one allocation step
+    one_go = decoder.new_cache(4096)
+    in_two = decoder.new_cache(4096)
+    with torch.inference_mode():
+        whole = decoder.forward(ids, one_go)
+        decoder.forward(ids[:200], in_two)  # a reused prefix, then several new tokens at once
+        continued = decoder.forward(ids[200:], in_two)
+    assert in_two.capacity == 2 * GROWTH_STEP and in_two.length == len(ids)
+    assert torch.allclose(whole, continued, atol=1e-4, rtol=1e-4)
+
+
+def test_cache_refuses_tokens_beyond_its_limit() -> None:
+    cache = KVCache(layers=1, kv_heads=1, head_dim=4, dtype=torch.float32, max_tokens=8)
+    cache.reserve(8)
+    with pytest.raises(ValueError, match="exceed"):
+        cache.reserve(9)
+
+
+def test_sharded_checkpoints_load_tensor_by_tensor(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model.save_pretrained(tmp_path, max_shard_size="8MB")
+    assert len(safetensors_files(tmp_path)) > 1
+    expected = stepwise_logits(native(tiny_model_dir), IDS, prompt=7)
+    assert torch.equal(stepwise_logits(native(tmp_path), IDS, prompt=7), expected)
+
+
+def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
+    from tests.support.tiny_qwen import build_tiny_qwen3
+
+    folder = build_tiny_qwen3(tmp_path / "tied", tie_word_embeddings=True)
+    decoder = native(folder, "int8-weight", torch.float32)
+    assert decoder.head.weight is decoder.embedding.table  # type: ignore[attr-defined]
+    expected = reference_logits(folder, IDS)[6:]
+    got = stepwise_logits(decoder, IDS, prompt=7)
+    assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min() > 0.999
