@@ -35,8 +35,8 @@ from benchmarks.speed_test import ARCH_CONFIGS, prompt_of, random_weights_folder
 # name -> engine settings; "recipe" is the seed guide's fp32 eager generate().
 ENGINE_CONFIGS: dict[str, dict[str, Any]] = {
     "default (int8)": {"quantization": "auto"},
+    "int8-dynamic": {"quantization": "int8-dynamic"},
     "int4": {"quantization": "int4"},
-    "int8-weight": {"quantization": "int8-weight"},
     "bf16 native": {"quantization": "none"},
     "bf16 transformers": {"quantization": "none", "backend": "transformers"},
 }

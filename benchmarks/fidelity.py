@@ -4,9 +4,11 @@
     python benchmarks/fidelity.py --model /models/Qwen3-0.6B
 
 The reference (transformers, float32, eager) answers each of 24 varied chat prompts with
-64 greedy tokens. Each configuration is then teacher-forced along those answers through its
-own prefill and decode steps (the code path replies use), and we count how often its top-1
-token equals the reference's. The bot's answer to the Paris question is compared verbatim.
+64 greedy tokens: plain argmax over every token, end-of-turn included and continued past,
+since generate()'s min_new_tokens would hide end-of-turn from the reference only. Each
+configuration is then teacher-forced along those answers through its own prefill and
+decode steps (the code path replies use), and we count how often its top-1 token equals
+the reference's. The bot's answer to the Paris question is compared verbatim.
 Never part of the test run.
 """
 
@@ -53,8 +55,8 @@ PARIS = "What is the capital of France?"
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default (int8)": {"quantization": "auto"},
+    "int8-dynamic": {"quantization": "int8-dynamic"},
     "int4": {"quantization": "int4"},
-    "int8-weight": {"quantization": "int8-weight"},
     "bf16 native": {"quantization": "none"},
     "fp32 native": {"quantization": "none", "dtype": "float32"},
     "bf16 transformers": {"quantization": "none", "backend": "transformers"},
@@ -69,6 +71,7 @@ def reference_answers(
     from transformers import AutoModelForCausalLM
 
     from engine.config import EngineSettings
+    from engine.decode_loop import token_stepper
     from engine.loader import source_kwargs
     from engine.model_source import resolve_source
 
@@ -79,13 +82,13 @@ def reference_answers(
     answers = []
     with torch.inference_mode():
         for ids in prompts:
-            out = hf.generate(
-                torch.tensor([ids]),
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-            )
-            answers.append(out[0, len(ids) :].tolist())
+            step = token_stepper(hf, None, len(ids) + new_tokens)
+            logits = step(ids)
+            answer: list[int] = []
+            for _ in range(new_tokens):
+                answer.append(int(torch.argmax(logits).item()))
+                logits = step(answer[-1:])
+            answers.append(answer)
     return answers, hf
 
 

@@ -99,17 +99,17 @@ def _load_transformers(
         try:
             return load_weights(source, device, dtype, bitsandbytes_config()), "bnb8"
         except (ImportError, ModelLoadFailed, RuntimeError) as error:
-            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8-weight")
-            requested = "int8-weight"
-    if requested == "int4":
-        _fall_back(fallbacks, "int4", "needs the native decoder", "int8-weight")
+            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8")
+            requested = "int8"
+    if requested in {"int4", "int8-dynamic"}:
+        _fall_back(fallbacks, requested, "needs the native decoder", "int8")
     model = load_weights(source, device, dtype)
-    if requested in {"int8", "int8-weight", "int4"}:
+    if requested in {"int8", "int8-dynamic", "int4"}:
         problem = int8_kernel_works(device, dtype)
         if problem is None:
             count = convert_to_int8(model)
             log.info("int8 weight-only quantisation applied to %d linear layers", count)
-            return model, "int8-weight"
+            return model, "int8"
         _fall_back(fallbacks, "int8 weight-only kernel", problem, "no quantisation")
     return model, "none"
 

@@ -32,15 +32,15 @@ Fallback = Callable[[str, object, str], None]  # (what, why, instead)
 
 # When a scheme's kernel is missing in this torch build, the next one that runs is used.
 _SCHEME_CHAIN: dict[Scheme, tuple[Scheme, ...]] = {
-    "int4": ("int4", "int8", "int8-weight", "none"),
-    "int8": ("int8", "int8-weight", "none"),
-    "int8-weight": ("int8-weight", "none"),
+    "int4": ("int4", "int8", "none"),
+    "int8-dynamic": ("int8-dynamic", "int8", "none"),
+    "int8": ("int8", "none"),
     "none": ("none",),
 }
 _SCHEME_NAMES: dict[Scheme, str] = {
     "int4": "int4 kernel",
-    "int8": "fbgemm dynamic int8 kernel",
-    "int8-weight": "int8 weight-only kernel",
+    "int8-dynamic": "fbgemm dynamic int8 kernel",
+    "int8": "int8 weight-only kernel",
     "none": "dense",
 }
 

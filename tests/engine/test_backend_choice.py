@@ -49,18 +49,18 @@ async def test_int4_option_runs_natively_and_answers(engine_settings: EngineSett
     assert reply.stats.generated_tokens == 5
 
 
-async def test_missing_fbgemm_falls_back_to_int8_weight_with_one_warning(
+async def test_missing_fbgemm_falls_back_to_int8_with_one_warning(
     engine_settings: EngineSettings,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A torch build without fbgemm's quantized ops (they are deprecated upstream).
     monkeypatch.setattr(torch.ops, "quantized", types.SimpleNamespace())
-    engine = Engine(engine_settings.model_copy(update={"quantization": "int8"}))
+    engine = Engine(engine_settings.model_copy(update={"quantization": "int8-dynamic"}))
     with caplog.at_level(logging.WARNING):
         await engine.start()
     try:
-        assert engine.effective.quantization == "int8-weight"
+        assert engine.effective.quantization == "int8"
         fallbacks = engine.effective.fallbacks
         reply = await engine.generate(request("Hi", max_new_tokens=3))
     finally:
@@ -114,7 +114,7 @@ async def test_other_architectures_run_on_transformers(
     try:
         assert engine.effective.backend == "transformers"
         assert not isinstance(engine.loaded.model, NativeDecoder)
-        assert engine.effective.quantization == "int8-weight"  # auto on a CPU
+        assert engine.effective.quantization == "int8"  # auto on a CPU
         reply = await engine.generate(request("Hi", max_new_tokens=4))
     finally:
         await engine.close()

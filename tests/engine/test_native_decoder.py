@@ -50,7 +50,7 @@ def test_fp32_matches_transformers_at_prefill_and_every_decode_step(tiny_model_d
 
 
 @pytest.mark.parametrize(
-    ("scheme", "min_cosine"), [("int8", 0.995), ("int8-weight", 0.999), ("int4", 0.97)]
+    ("scheme", "min_cosine"), [("int8-dynamic", 0.995), ("int8", 0.999), ("int4", 0.97)]
 )
 def test_quantised_schemes_track_fp32(
     tiny_model_dir: Path, scheme: Scheme, min_cosine: float
@@ -93,7 +93,7 @@ def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
     from tests.support.tiny_qwen import build_tiny_qwen3
 
     folder = build_tiny_qwen3(tmp_path / "tied", tie_word_embeddings=True)
-    decoder = native(folder, "int8-weight", torch.float32)
+    decoder = native(folder, "int8", torch.float32)
     assert decoder.head.weight is decoder.embedding.table  # type: ignore[attr-defined]
     expected = reference_logits(folder, IDS)[6:]
     got = stepwise_logits(decoder, IDS, prompt=7)
