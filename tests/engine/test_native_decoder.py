@@ -98,3 +98,17 @@ def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
     expected = reference_logits(folder, IDS)[6:]
     got = stepwise_logits(decoder, IDS, prompt=7)
     assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min() > 0.999
+
+
+def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path) -> None:
+    from engine.native_linear import PREFILL_ROWS
+
+    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
+    ids = torch.arange(2000, 2000 + 2 * PREFILL_ROWS)
+    at_once, one_by_one = decoder.new_cache(64), decoder.new_cache(64)
+    with torch.inference_mode():
+        prompt_logits = decoder.forward(ids, at_once)  # de-quantised dense matmuls
+        for token in ids:  # the packed int8 kernel, a row at a time
+            token_logits = decoder.forward(token.view(1), one_by_one)
+    cosine = torch.nn.functional.cosine_similarity(prompt_logits, token_logits, dim=0)
+    assert cosine > 0.999
