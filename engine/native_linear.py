@@ -149,8 +149,9 @@ class Int8WeightLinear(LinearKernel):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] fp32 -> [M, N] fp32."""
         if x.shape[0] >= PREFILL_ROWS:
-            weight = self.weight.to(torch.bfloat16) * self.scales[:, None]
-            out = functional.linear(x.to(torch.bfloat16), weight).float()
+            # int8 values are exact in bf16; the scales apply to the output, in fp32.
+            dense = functional.linear(x.to(torch.bfloat16), self.weight.to(torch.bfloat16))
+            out = dense.float() * self.scales.float()
         else:
             out = torch.ops.aten._weight_int8pack_mm(
                 x.to(torch.bfloat16), self.weight, self.scales

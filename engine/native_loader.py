@@ -89,12 +89,16 @@ def _checkpoint_folder(source: ModelSource) -> Path | None:
         return None
     if source.is_local:
         return Path(source.location)
-    folder = huggingface_hub.snapshot_download(
-        source.location,
-        revision=source.revision,
-        allow_patterns=["*.json", "*.safetensors"],
-        local_files_only=source.cached,
-    )
+    try:
+        folder = huggingface_hub.snapshot_download(
+            source.location,
+            revision=source.revision,
+            allow_patterns=["*.json", "*.safetensors"],
+            local_files_only=source.cached,
+        )
+    except OSError as error:  # hub HTTP and cache errors derive from OSError
+        message = f"cannot download the weights of {source.location}: {error}"
+        raise ModelLoadFailed(message.splitlines()[0]) from error
     return Path(folder)
 
 

@@ -171,6 +171,7 @@ def _layer(  # noqa: PLR0917  (private; one call site)
     weight, bias = _fused(fetch, [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"])
     if not config.qk_norm:
         q_rows = config.heads * config.head_dim
+        weight = weight.float()  # 1/sqrt(128) is not exact in bf16
         weight[:q_rows] *= query_scale
         if bias is not None:
             bias[:q_rows] *= query_scale
