@@ -60,7 +60,3 @@ class KVCache:
         self.keys[layer, :, self.length : end] = keys
         self.values[layer, :, self.length : end] = values
         return self.keys[layer, None, :, :end], self.values[layer, None, :, :end]
-
-    def nbytes(self) -> int:
-        """Bytes allocated for keys and values."""
-        return 2 * self.keys.numel() * self.keys.element_size()

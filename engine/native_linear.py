@@ -37,10 +37,6 @@ class LinearKernel:
         """x [M, K] -> [M, N]."""
         raise NotImplementedError
 
-    def nbytes(self) -> int:
-        """Bytes of weight memory (what each decode step reads)."""
-        raise NotImplementedError
-
 
 class DenseLinear(LinearKernel):
     """Plain weights in the activation dtype."""
@@ -53,10 +49,6 @@ class DenseLinear(LinearKernel):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N]."""
         return functional.linear(x, self.weight, self.bias)
-
-    def nbytes(self) -> int:
-        """Bytes of weight memory."""
-        return self.weight.numel() * self.weight.element_size()
 
 
 ROW_CHUNK = 8192  # rows quantised at a time: a 150k-row head never sits in memory as fp32
@@ -119,16 +111,11 @@ class DynamicInt8Linear(LinearKernel):
             )
         # Without VNNI, fbgemm's 16-bit intermediate sums can saturate: use 7-bit activations.
         self.reduce_range = reduce_range
-        self._nbytes = quantized.numel() + scales.numel() * 4
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] fp32 -> [M, N] fp32."""
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
         return out
-
-    def nbytes(self) -> int:
-        """Bytes of weight memory."""
-        return self._nbytes
 
 
 class Int8WeightLinear(LinearKernel):
@@ -157,10 +144,6 @@ class Int8WeightLinear(LinearKernel):
                 x.to(torch.bfloat16), self.weight, self.scales
             ).float()
         return out if self.bias is None else out + self.bias
-
-    def nbytes(self) -> int:
-        """Bytes of weight memory."""
-        return self.weight.numel() + self.scales.numel() * self.scales.element_size()
 
 
 class Int4Linear(LinearKernel):
@@ -191,12 +174,6 @@ class Int4Linear(LinearKernel):
             x.to(torch.bfloat16), self.packed, INT4_GROUP, self.scales_zeros
         ).float()
         return out if self.bias is None else out + self.bias
-
-    def nbytes(self) -> int:
-        """Bytes of weight memory."""
-        sz = self.scales_zeros
-        packed = self.packed.numel() * self.packed.element_size()
-        return int(packed + sz.numel() * sz.element_size())
 
 
 def _int4_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,11 +159,6 @@ class Embedding:
             return rows
         return (rows.float() * self.scales[ids, None]).to(self.dtype)
 
-    def nbytes(self) -> int:
-        """Bytes of table memory."""
-        extra = 0 if self.scales is None else self.scales.numel() * 4
-        return self.table.numel() * self.table.element_size() + extra
-
 
 @dataclass
 class NativeLayer:
@@ -204,13 +199,6 @@ class NativeDecoder:
         c = self.config
         limit = min(max_tokens, c.max_positions)
         return KVCache(c.layers, c.kv_heads, c.head_dim, self.dtype, limit)
-
-    def nbytes(self) -> int:
-        """Bytes of weights."""
-        kernels = [self.head] + [
-            k for layer in self.layers for k in (layer.qkv, layer.out, layer.gate_up, layer.down)
-        ]
-        return self.embedding.nbytes() + sum(k.nbytes() for k in kernels)
 
     def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """ids [T] after cache.length cached tokens -> fp32 logits [vocab] of the last one."""
