@@ -191,7 +191,8 @@ def _load_model(
         def fall_back(what: str, why: object, instead: str) -> None:
             _fall_back(fallbacks, what, why, instead)
 
-        scheme = choose_scheme(quantization, dtype, not cpu_has_vnni(), fall_back)
+        reduce_range = not cpu_has_vnni()
+        scheme = choose_scheme(quantization, dtype, reduce_range, fall_back)
         label = f"Loading weights ({scheme}, native decoder)"
         progress(label, 0.15)
         decoder = load_native(
@@ -199,7 +200,7 @@ def _load_model(
             config,
             scheme=scheme,
             dtype=dtype,
-            reduce_range=not cpu_has_vnni(),
+            reduce_range=reduce_range,
             progress=lambda done: progress(label, 0.15 + 0.55 * done),
         )
         return decoder, "native", scheme

@@ -8,13 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def int8_weights(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8: weight [N, K] -> (int8 [N, K], scales [N])."""
-    w = weight.detach().float()
-    scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-    quantized = torch.round(w / scales[:, None]).clamp(-128, 127).to(torch.int8)
-    return quantized.contiguous(), scales
+from engine.native_linear import per_channel_int8
 
 
 class Int8WeightOnlyLinear(nn.Module):
@@ -26,7 +20,7 @@ class Int8WeightOnlyLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        quantized, scales = int8_weights(linear.weight)
+        quantized, scales = per_channel_int8(linear.weight.detach())
         dtype = linear.weight.dtype
         self.in_features = linear.in_features
         self.out_features = linear.out_features
