@@ -39,6 +39,7 @@ from benchmarks.speed_workers import (  # noqa: E402
 # name -> engine settings; "recipe" is the seed guide's fp32 eager generate().
 ENGINE_CONFIGS: dict[str, dict[str, Any]] = {
     "default (int8)": {"quantization": "auto"},
+    "int8-torch": {"quantization": "int8-torch"},
     "int8-dynamic": {"quantization": "int8-dynamic"},
     "int4": {"quantization": "int4"},
     "bf16 native": {"quantization": "none"},

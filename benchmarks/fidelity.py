@@ -55,6 +55,7 @@ PARIS = "What is the capital of France?"
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default (int8)": {"quantization": "auto"},
+    "int8-torch": {"quantization": "int8-torch"},
     "int8-dynamic": {"quantization": "int8-dynamic"},
     "int4": {"quantization": "int4"},
     "bf16 native": {"quantization": "none"},

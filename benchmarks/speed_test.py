@@ -134,7 +134,7 @@ def main() -> int:
     parser.add_argument(
         "--quantization",
         default="auto",
-        choices=["auto", "none", "int8", "int8-dynamic", "int4", "bnb8"],
+        choices=["auto", "none", "int8", "int8-torch", "int8-dynamic", "int4", "bnb8"],
     )
     parser.add_argument("--backend", default="auto", choices=["auto", "native", "transformers"])
     parser.add_argument("--compile", action="store_true")

@@ -94,22 +94,23 @@ def _load_transformers(
     dtype: torch.dtype,
     fallbacks: list[str],
 ) -> tuple[PreTrainedModel, str]:
-    """The transformers backend: walk bnb8 -> int8 weight-only -> none."""
+    """The transformers backend: walk bnb8 -> int8 weight-only (torch's kernel) -> none."""
     if requested == "bnb8":
         try:
             return load_weights(source, device, dtype, bitsandbytes_config()), "bnb8"
         except (ImportError, ModelLoadFailed, RuntimeError) as error:
-            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8")
-            requested = "int8"
+            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8-torch")
+            requested = "int8-torch"
+    # int8 here means the same int8 weights on torch's kernel: the model is unchanged.
     if requested in {"int4", "int8-dynamic"}:
-        _fall_back(fallbacks, requested, "needs the native decoder", "int8")
+        _fall_back(fallbacks, requested, "needs the native decoder", "int8-torch")
     model = load_weights(source, device, dtype)
-    if requested in {"int8", "int8-dynamic", "int4"}:
+    if requested in {"int8", "int8-torch", "int8-dynamic", "int4"}:
         problem = int8_kernel_works(device, dtype)
         if problem is None:
             count = convert_to_int8(model)
             log.info("int8 weight-only quantisation applied to %d linear layers", count)
-            return model, "int8"
+            return model, "int8-torch"
         _fall_back(fallbacks, "int8 weight-only kernel", problem, "no quantisation")
     return model, "none"
 

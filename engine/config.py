@@ -10,11 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
 # auto: int8 on a CPU (the fastest scheme whose answers stay faithful), none on CUDA.
-# int8: int8 weights, activations in floating point.
+# int8: int8 weights per row, activations int8 per block of 32 (our compiled kernel; needs
+#   a C compiler, else int8-torch).
+# int8-torch: the same int8 weights on torch's kernel, activations in floating point.
 # int8-dynamic: int8 weights and per-token int8 activations (fbgemm): fastest, least faithful.
 # int4: group-wise 4-bit weights (smallest; faster than int8, less faithful).
 # bnb8: bitsandbytes 8-bit, the seed guide's choice (saves memory, not faster on CPU).
-Quantization = Literal["auto", "none", "int8", "int8-dynamic", "int4", "bnb8"]
+Quantization = Literal["auto", "none", "int8", "int8-torch", "int8-dynamic", "int4", "bnb8"]
 # native: our own decoder for Llama/Qwen-family models (the fast CPU path);
 # transformers: the library's forward pass, for every other model and for CUDA.
 Backend = Literal["auto", "native", "transformers"]

@@ -16,11 +16,17 @@ from typing import Literal, NamedTuple
 import torch
 from torch.nn import functional
 
-# int8: int8 weights only (`_weight_int8pack_mm`): faithful, half of bf16's bytes per token.
+from engine import native_kernels
+from engine.native_kernels import pointer
+
+# int8: int8 weights in blocks of 32 (llama.cpp's Q8_0 weights) and int16 activations, on
+#   our compiled kernel (engine/kernels/q8_linear.c).
+# int8-torch: the same int8 weights on torch's weight-only kernel (`_weight_int8pack_mm`);
+#   the fallback where no C compiler is at hand.
 # int8-dynamic: fbgemm W8A8 (weights, and activations per token): fastest, least faithful
 #   (per-tensor activation scales lose outlier channels: 85 % agreement on SmolLM2).
 # int4: 4-bit weights in groups of 32 (`_weight_int4pack_mm_for_cpu`).
-Scheme = Literal["none", "int8", "int8-dynamic", "int4"]
+Scheme = Literal["none", "int8", "int8-torch", "int8-dynamic", "int4"]
 # Groups of 32 like llama.cpp's Q4 blocks: 85.6 % top-1 agreement on SmolLM2 against 71.7 %
 # with groups of 64 (benchmarks/fidelity.py), for ~20 % more kernel time.
 INT4_GROUP = 32
@@ -190,6 +196,123 @@ def _int4_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1), scales_zeros
 
 
+class PackedInt8(NamedTuple):
+    """int8 weights in blocks of 32 with an fp16 scale each, in the compiled kernel's packed
+    layout (see engine/kernels/q8_linear.c)."""
+
+    packed: torch.Tensor  # int8: groups of 4 rows interleaved per 64 bytes
+    scales: torch.Tensor  # fp16 block scales, packed alongside
+    out_features: int
+    in_features: int
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ids [T] de-quantised to fp32 [T, K] (an embedding lookup)."""
+        ids = ids.to(torch.int64).contiguous()
+        out = torch.empty(ids.shape[0], self.in_features)
+        native_kernels.kernels().qb_rows(
+            pointer(self.packed),
+            pointer(self.scales),
+            pointer(ids),
+            ids.shape[0],
+            self.in_features,
+            pointer(out),
+        )
+        return out
+
+
+PACKED_GROUP_ROWS = 4  # GROUP_ROWS in q8_linear.c
+PACKED_PIECE = 64  # PIECE in q8_linear.c
+PACKED_BLOCK = 32  # BLOCK in q8_linear.c: values per scale
+# From this many rows on, torch's bf16 GEMM on de-quantised weights beats the kernel (measured
+# over Qwen3-0.6B's linears on 2 Zen 5 cores: equal at ~12 rows, 2.5x faster at 100).
+PACKED_PREFILL_ROWS = 16
+
+
+def packed_fits(weight: Weight) -> bool:
+    """Whether the compiled kernel's layout takes this weight (a float one, of fitting shape)."""
+    if isinstance(weight, Int8Rows):
+        return False
+    n, k = weight.shape
+    return n % PACKED_GROUP_ROWS == 0 and k % PACKED_PIECE == 0
+
+
+def block_int8(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 in blocks of 32 along K: [n, K] -> (int8 [n, K], fp16 [n, K / 32])."""
+    n, k = rows.shape
+    blocks = rows.float().reshape(n, k // PACKED_BLOCK, PACKED_BLOCK)
+    # The scale is rounded to fp16 first, so the values are quantised against what is stored.
+    scales = (blocks.abs().amax(dim=-1) / 127.0).to(torch.float16)
+    divisor = scales.float().clamp(min=torch.finfo(torch.float16).tiny)[..., None]
+    values = torch.round(blocks / divisor).clamp(-127, 127).to(torch.int8)
+    return values.reshape(n, k), scales
+
+
+def pack_int8(weight: torch.Tensor) -> PackedInt8:
+    """Quantise in blocks and pack, a chunk of rows at a time (a large head never sits in
+    memory as fp32)."""
+    library = native_kernels.kernels()
+    n, k = weight.shape
+    packed = torch.empty(n * k, dtype=torch.int8)
+    scales = torch.empty(n * k // PACKED_BLOCK, dtype=torch.float16)
+    for start in range(0, n, ROW_CHUNK):  # ROW_CHUNK is a multiple of the group rows
+        values, chunk_scales = block_int8(weight[start : start + ROW_CHUNK])
+        library.qb_pack(
+            pointer(values),
+            pointer(chunk_scales),
+            values.shape[0],
+            k,
+            pointer(packed[start * k :]),
+            pointer(scales[start * k // PACKED_BLOCK :]),
+        )
+    return PackedInt8(packed, scales, n, k)
+
+
+class PackedInt8Linear(LinearKernel):
+    """int8 weights in blocks of 32 (llama.cpp's Q8_0 weights), int16 activations, on our
+    compiled AVX-512 VNNI kernel: fp32 in, fp32 out, for prompts too."""
+
+    def __init__(self, weight: Weight | PackedInt8, bias: torch.Tensor | None):
+        self.weight = weight if isinstance(weight, PackedInt8) else pack_int8(dense(weight))
+        self.out_features, self.in_features = self.weight.out_features, self.weight.in_features
+        self.bias = None if bias is None else bias.float()
+        self._library = native_kernels.kernels()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] fp32 -> [M, N] fp32."""
+        rows = x.shape[0]
+        if rows >= PACKED_PREFILL_ROWS:  # a prompt: torch's bf16 GEMM beats this kernel
+            dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight()).float()
+            return dense if self.bias is None else dense + self.bias
+        x = x.float().contiguous()
+        out = torch.empty(rows, self.out_features)
+        status = self._library.qb_linear(
+            pointer(self.weight.packed),
+            pointer(self.weight.scales),
+            pointer(x),
+            pointer(out),
+            rows,
+            self.out_features,
+            self.in_features,
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("the int8 kernel could not allocate its scratch memory")
+        return out if self.bias is None else out + self.bias
+
+    def bf16_weight(self) -> torch.Tensor:
+        """The weights de-quantised to bf16 [N, K] (made per prompt, then dropped)."""
+        out = torch.empty(self.out_features, self.in_features, dtype=torch.bfloat16)
+        self._library.qb_unpack_bf16(
+            pointer(self.weight.packed),
+            pointer(self.weight.scales),
+            self.out_features,
+            self.in_features,
+            pointer(out),
+            torch.get_num_threads(),
+        )
+        return out
+
+
 LinearFactory = Callable[[Weight, torch.Tensor | None], LinearKernel]
 
 
@@ -198,6 +321,13 @@ def linear_factory(scheme: Scheme, dtype: torch.dtype, reduce_range: bool) -> Li
     if scheme == "int8-dynamic":
         return lambda weight, bias: DynamicInt8Linear(weight, bias, reduce_range)
     if scheme == "int8":
+        # A layer whose shape the packed layout does not take uses torch's kernel (rare).
+        return lambda weight, bias: (
+            PackedInt8Linear(weight, bias)
+            if packed_fits(weight)
+            else Int8WeightLinear(weight, bias)
+        )
+    if scheme == "int8-torch":
         return Int8WeightLinear
     if scheme == "int4":
         # A layer whose width is not a multiple of the group keeps 8 bits (rare in practice).
@@ -221,6 +351,6 @@ def kernel_problem(scheme: Scheme, dtype: torch.dtype, reduce_range: bool) -> st
     try:
         layer = linear_factory(scheme, dtype, reduce_range)(weight, None)
         layer(torch.ones(1, 128, dtype=activation_dtype(scheme, dtype)))
-    except (RuntimeError, NotImplementedError, AttributeError, ValueError) as error:
+    except (RuntimeError, NotImplementedError, AttributeError, ValueError, OSError) as error:
         return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
     return None

@@ -32,15 +32,17 @@ Fallback = Callable[[str, object, str], None]  # (what, why, instead)
 
 # When a scheme's kernel is missing in this torch build, the next one that runs is used.
 _SCHEME_CHAIN: dict[Scheme, tuple[Scheme, ...]] = {
-    "int4": ("int4", "int8", "none"),
-    "int8-dynamic": ("int8-dynamic", "int8", "none"),
-    "int8": ("int8", "none"),
+    "int4": ("int4", "int8", "int8-torch", "none"),
+    "int8-dynamic": ("int8-dynamic", "int8", "int8-torch", "none"),
+    "int8": ("int8", "int8-torch", "none"),
+    "int8-torch": ("int8-torch", "none"),
     "none": ("none",),
 }
 _SCHEME_NAMES: dict[Scheme, str] = {
     "int4": "int4 kernel",
     "int8-dynamic": "fbgemm dynamic int8 kernel",
-    "int8": "int8 weight-only kernel",
+    "int8": "compiled int8 kernel",
+    "int8-torch": "torch int8 weight-only kernel",
     "none": "dense",
 }
 

@@ -17,7 +17,8 @@ from torch.nn import functional
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.kv_cache import KVCache
-from engine.native_linear import Int8Rows, LinearKernel, Weight
+from engine.native_fused import fused_decode_step
+from engine.native_linear import Int8Rows, LinearKernel, PackedInt8, Weight
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -142,18 +143,22 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Embedding:
-    """Token embeddings: dense, or int8 rows with a scale each (a quarter of fp32's memory)."""
+    """Token embeddings: dense, or int8 rows with a scale each (a quarter of fp32's memory),
+    plain or in the compiled kernel's packed layout (shared with a tied output head)."""
 
-    def __init__(self, weight: Weight, dtype: torch.dtype) -> None:
+    def __init__(self, weight: Weight | PackedInt8, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.scales: torch.Tensor | None = None
+        self.packed = weight if isinstance(weight, PackedInt8) else None
         if isinstance(weight, Int8Rows):
             self.table, self.scales = weight
-        else:
+        elif not isinstance(weight, PackedInt8):
             self.table = weight.to(dtype).contiguous()
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [T] -> [T, hidden]."""
+        if self.packed is not None:
+            return self.packed.rows(ids).to(self.dtype)
         rows = self.table[ids]
         if self.scales is None:
             return rows
@@ -193,6 +198,7 @@ class NativeDecoder:
         self.head = head
         self.rotary = rotary
         self.dtype = dtype  # activations, norms and the KV cache
+        self.fused = fused_decode_step(config, layers, dtype)  # None: torch ops per layer
 
     def new_cache(self, max_tokens: int) -> KVCache:
         """An empty cache for one conversation of up to max_tokens tokens."""
@@ -246,6 +252,10 @@ class NativeDecoder:
         length = position + 1
         cache.reserve(length)
         cos, sin = self.rotary.at(position, 1)
+        if self.fused is not None:
+            x = self.fused(self.embedding(ids), cache, cos, sin)
+            cache.length = length
+            return self.head(self.final_norm(x))[0].float()
         cos, sin = cos[0], sin[0]  # [1, D]
         qk_rows = c.heads + c.kv_heads
         split = qk_rows * c.head_dim

@@ -19,6 +19,7 @@ import torch
 from engine.native_linear import (
     LinearFactory,
     LinearKernel,
+    PackedInt8Linear,
     Scheme,
     activation_dtype,
     int8_rows,
@@ -146,8 +147,10 @@ def _embedding_and_head(
     if separate_head is not None:
         head = make(separate_head, None)
         del separate_head
-    elif scheme == "int4":
-        head = make(embed, None)  # int4 starts from the float weight
+    elif scheme in {"int4", "int8"}:
+        head = make(embed, None)  # these start from the float weight
+        if isinstance(head, PackedInt8Linear):
+            return Embedding(head.weight, act), head  # one packed table serves both
     rows = int8_rows(embed)
     del embed  # the bf16 table goes before the head is packed
     if head is None:

@@ -114,7 +114,7 @@ async def test_other_architectures_run_on_transformers(
     try:
         assert engine.effective.backend == "transformers"
         assert not isinstance(engine.loaded.model, NativeDecoder)
-        assert engine.effective.quantization == "int8"  # auto on a CPU
+        assert engine.effective.quantization == "int8-torch"  # auto on a CPU: torch's kernel
         reply = await engine.generate(request("Hi", max_new_tokens=4))
     finally:
         await engine.close()

@@ -58,7 +58,7 @@ async def test_transformers_backend_int8_replaces_linear_layers_and_still_answer
     )
     await engine.start()
     try:
-        assert engine.effective.quantization == "int8"
+        assert engine.effective.quantization == "int8-torch"  # the same weights, torch's kernel
         assert engine.effective.backend == "transformers"
         model = engine.loaded.model
         assert isinstance(model, PreTrainedModel)
@@ -86,7 +86,7 @@ async def test_int8_outputs_track_the_full_precision_model(engine_settings: Engi
     assert cosine > 0.99
 
 
-async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
+async def test_bnb8_without_bitsandbytes_falls_back_to_torchs_int8(
     engine_settings: EngineSettings,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
@@ -103,7 +103,7 @@ async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
     with caplog.at_level(logging.WARNING):
         await engine.start()
     try:
-        assert engine.effective.quantization == "int8"
+        assert engine.effective.quantization == "int8-torch"  # the same weights, torch's kernel
         assert engine.effective.backend == "transformers"  # bitsandbytes is a transformers path
     finally:
         await engine.close()
@@ -111,7 +111,7 @@ async def test_bnb8_without_bitsandbytes_falls_back_to_int8(
     assert len(warnings) == 2, warnings
     assert "native decoder unavailable (bitsandbytes" in warnings[0]
     assert "bitsandbytes 8-bit unavailable" in warnings[1]
-    assert "using int8 instead" in warnings[1]
+    assert "using int8-torch instead" in warnings[1]
 
 
 async def test_failing_compile_falls_back_to_eager(

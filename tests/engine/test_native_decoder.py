@@ -50,7 +50,8 @@ def test_fp32_matches_transformers_at_prefill_and_every_decode_step(tiny_model_d
 
 
 @pytest.mark.parametrize(
-    ("scheme", "min_cosine"), [("int8-dynamic", 0.995), ("int8", 0.999), ("int4", 0.97)]
+    ("scheme", "min_cosine"),
+    [("int8-dynamic", 0.995), ("int8", 0.9995), ("int8-torch", 0.999), ("int4", 0.97)],
 )
 def test_quantised_schemes_track_fp32(
     tiny_model_dir: Path, scheme: Scheme, min_cosine: float
@@ -94,17 +95,18 @@ def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
 
     folder = build_tiny_qwen3(tmp_path / "tied", tie_word_embeddings=True)
     decoder = native(folder, "int8", torch.float32)
-    assert decoder.head.weight is decoder.embedding.table  # type: ignore[attr-defined]
+    assert decoder.head.weight is decoder.embedding.packed  # type: ignore[attr-defined]
     expected = reference_logits(folder, IDS)[6:]
     got = stepwise_logits(decoder, IDS, prompt=7)
     assert torch.nn.functional.cosine_similarity(got, expected, dim=-1).min() > 0.999
 
 
-def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path) -> None:
-    from engine.native_linear import PREFILL_ROWS
+@pytest.mark.parametrize("scheme", ["int8", "int8-torch"])
+def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path, scheme: Scheme) -> None:
+    from engine.native_linear import PACKED_PREFILL_ROWS
 
-    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
-    ids = torch.arange(2000, 2000 + 2 * PREFILL_ROWS)
+    decoder = native(tiny_model_dir, scheme, torch.bfloat16)
+    ids = torch.arange(2000, 2000 + 2 * PACKED_PREFILL_ROWS)
     at_once, one_by_one = decoder.new_cache(64), decoder.new_cache(64)
     with torch.inference_mode():
         prompt_logits = decoder.forward(ids, at_once)  # de-quantised dense matmuls
@@ -112,3 +114,11 @@ def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path) -> No
             token_logits = decoder.forward(token.view(1), one_by_one)
     cosine = torch.nn.functional.cosine_similarity(prompt_logits, token_logits, dim=0)
     assert cosine > 0.999
+
+
+def test_fused_decode_step_equals_the_torch_ops_path(tiny_model_dir: Path) -> None:
+    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
+    assert decoder.fused is not None  # every matmul is on the compiled kernel
+    fused = stepwise_logits(decoder, IDS, prompt=3)
+    decoder.fused = None
+    assert torch.allclose(fused, stepwise_logits(decoder, IDS, prompt=3), rtol=1e-4, atol=1e-4)

@@ -1,0 +1,146 @@
+"""The native decoder's decode step for every layer in one C call (engine/kernels/decode_step.c).
+
+It applies when every matmul of every layer is on the compiled int8 kernel (the int8
+scheme's normal case): then the ~30 small torch ops per layer and the 4 kernel calls become
+one call per token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from engine import native_kernels
+from engine.native_kernels import pointer
+from engine.native_linear import PackedInt8Linear
+
+if TYPE_CHECKING:
+    from engine.kv_cache import KVCache
+    from engine.native_model import NativeConfig, NativeLayer, RMSNorm
+
+_I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+
+
+class DecoderShape(ctypes.Structure):
+    """DecoderShape in decode_step.c."""
+
+    _fields_ = [
+        *((name, _I64) for name in ("hidden", "heads", "kv_heads", "head_dim")),
+        *((name, _I64) for name in ("intermediate", "layers")),
+        ("hidden_floor", _F32),
+        ("head_floor", _F32),
+    ]
+
+
+class DecoderLayer(ctypes.Structure):
+    """DecoderLayer in decode_step.c."""
+
+    _fields_ = [
+        (name, _P)
+        for name in (
+            "attn_norm",
+            "qk_norm",
+            "mlp_norm",
+            "qkv",
+            "out",
+            "gate_up",
+            "down",
+            "qkv_scales",
+            "out_scales",
+            "gate_up_scales",
+            "down_scales",
+            "qkv_bias",
+            "out_bias",
+        )
+    ]
+
+
+def _optional(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else pointer(tensor)
+
+
+def _floor(norm: RMSNorm) -> float:
+    """n * eps: RMSNorm keeps its square root."""
+    return float(norm.floor) ** 2
+
+
+class FusedDecodeStep:
+    """Runs one token through all layers in C; the tensors it points at stay owned here."""
+
+    def __init__(self, config: NativeConfig, layers: Sequence[NativeLayer]) -> None:
+        self._library = native_kernels.kernels()
+        first = layers[0]
+        gate_up = first.gate_up
+        self.shape = DecoderShape(
+            hidden=config.hidden_size,
+            heads=config.heads,
+            kv_heads=config.kv_heads,
+            head_dim=config.head_dim,
+            intermediate=gate_up.out_features // 2,
+            layers=len(layers),
+            hidden_floor=_floor(first.attn_norm),
+            head_floor=_floor(first.qk_norm) if first.qk_norm is not None else 0.0,
+        )
+        self._keep: list[torch.Tensor] = []  # contiguous copies the structs point into
+        self.layers = (DecoderLayer * len(layers))(*(self._layer(layer) for layer in layers))
+
+    def _tensor(self, tensor: torch.Tensor) -> int:
+        tensor = tensor.float().contiguous()
+        self._keep.append(tensor)
+        return pointer(tensor)
+
+    def _layer(self, layer: NativeLayer) -> DecoderLayer:
+        linears = {name: getattr(layer, name) for name in ("qkv", "out", "gate_up", "down")}
+        fields: dict[str, int | None] = {}
+        for name, linear in linears.items():
+            assert isinstance(linear, PackedInt8Linear)  # checked by fused_decode_step
+            fields[name] = pointer(linear.weight.packed)
+            fields[f"{name}_scales"] = pointer(linear.weight.scales)
+        return DecoderLayer(
+            attn_norm=self._tensor(layer.attn_norm.weight),
+            qk_norm=None if layer.qk_norm is None else self._tensor(layer.qk_norm.weight),
+            mlp_norm=self._tensor(layer.mlp_norm.weight),
+            qkv_bias=_optional(linears["qkv"].bias),
+            out_bias=_optional(linears["out"].bias),
+            **fields,
+        )
+
+    def __call__(
+        self, x: torch.Tensor, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        """x [1, hidden] fp32, the new token's embedding -> its last hidden state (in place);
+        its keys and values go to the cache at cache.length (room already reserved)."""
+        x = x.contiguous()
+        status = self._library.qb_decode_step(
+            ctypes.addressof(self.shape),
+            ctypes.addressof(self.layers),
+            pointer(x),
+            pointer(cache.keys),
+            pointer(cache.values),
+            cache.capacity,
+            cache.length,
+            pointer(cos.contiguous()),
+            pointer(sin.contiguous()),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("the decode step could not allocate its scratch memory")
+        return x
+
+
+def fused_decode_step(
+    config: NativeConfig, layers: Sequence[NativeLayer], dtype: torch.dtype
+) -> FusedDecodeStep | None:
+    """The fused step when this decoder can take it: fp32 activations and the cache, and
+    every layer's matmuls on the compiled kernel."""
+    packed = all(
+        isinstance(getattr(layer, name), PackedInt8Linear)
+        for layer in layers
+        for name in ("qkv", "out", "gate_up", "down")
+    )
+    if not layers or not packed or dtype != torch.float32:
+        return None
+    return FusedDecodeStep(config, layers)

@@ -1,0 +1,112 @@
+"""Our compiled CPU kernels (engine/kernels/*.c): built once per machine, loaded with ctypes.
+
+The C sources are compiled with the system C compiler for this CPU (-march=native) on first
+use and cached under ~/.cache/qwenbot/kernels, keyed by source, compiler and CPU; a build
+takes about a second. ctypes rather than a torch C++ extension: no torch headers, no
+pybind11 and no ninja, so a build needs only `cc`. The library links the OpenMP runtime
+that torch has already loaded (libgomp.so.1), so both share one thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch  # loaded before any kernel library: its libgomp is the one the kernels share
+
+from engine.loader import cpu_flags
+
+SOURCES = Path(__file__).parent / "kernels"
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+    "qb_vnni": ([], ctypes.c_int),
+    "qb_pack": ([_P, _P, _I64, _I64, _P, _P], None),
+    "qb_rows": ([_P, _P, _P, _I64, _I64, _P], None),
+    "qb_linear": ([_P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], ctypes.c_int),
+    "qb_unpack_bf16": ([_P, _P, _I64, _I64, _P, ctypes.c_int], None),
+    "qb_decode_step": ([_P, _P, _P, _P, _P, _I64, _I64, _P, _P, ctypes.c_int], ctypes.c_int),
+}
+
+
+class KernelUnavailable(RuntimeError):
+    """The compiled kernels cannot be built or loaded here (no C compiler, say)."""
+
+
+def cache_folder() -> Path:
+    """Where built kernel libraries are kept."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "qwenbot" / "kernels"
+
+
+def compiler() -> str:
+    """The C compiler: $CC, else cc or gcc on the PATH."""
+    found = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not found:
+        raise KernelUnavailable("no C compiler (set CC, or install gcc)")
+    return found
+
+
+def build(extra_flags: tuple[str, ...] = ()) -> Path:
+    """The shared library for this machine, compiling it unless a cached build exists."""
+    cc = compiler()
+    sources = sorted(SOURCES.glob("*.c"))
+    digest = hashlib.sha256()
+    for part in (cc, *FLAGS, *extra_flags, ",".join(sorted(cpu_flags()))):
+        digest.update(part.encode())
+    for source in sorted(SOURCES.glob("*.[ch]")):  # the headers count too
+        digest.update(source.read_bytes())
+    target = cache_folder() / f"qwenbot-kernels-{digest.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: two processes starting at once never load a half file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        command = [cc, *FLAGS, *extra_flags, *map(str, sources), "-o", str(built), "-lm"]
+        try:
+            result = subprocess.run(
+                command, check=False, capture_output=True, text=True, timeout=300
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise KernelUnavailable(f"cannot run {cc}: {error}") from error
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+            first = first[:200]
+            raise KernelUnavailable(f"{cc} failed: {first}")
+        os.replace(built, target)
+    return target
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """Open a built library and declare its functions' C signatures."""
+    try:
+        library = ctypes.CDLL(str(path))
+    except OSError as error:
+        raise KernelUnavailable(f"cannot load {path.name}: {error}") from error
+    for name, (arguments, result) in _SIGNATURES.items():
+        function = getattr(library, name)
+        function.argtypes = arguments
+        function.restype = result
+    return library
+
+
+@functools.cache
+def kernels() -> ctypes.CDLL:
+    """This machine's kernel library, built on first use (raises KernelUnavailable)."""
+    return load(build())
+
+
+def pointer(tensor: torch.Tensor) -> int:
+    """The address of a contiguous tensor's data, for a C call."""
+    if not tensor.is_contiguous():
+        raise ValueError("the kernels need contiguous tensors")
+    return tensor.data_ptr()

@@ -1,0 +1,141 @@
+"""Our compiled int8 kernels: their arithmetic, their portable twin, the fallback without cc."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import native_kernels
+from engine.native_kernels import KernelUnavailable, pointer
+from engine.native_linear import (
+    PACKED_PREFILL_ROWS,
+    Int8WeightLinear,
+    PackedInt8Linear,
+    block_int8,
+    linear_factory,
+    pack_int8,
+)
+from engine.native_loader import choose_scheme
+
+
+def block_reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What the kernel computes, in plain torch: int8 weights in blocks of 32, int16
+    activations with a scale per row."""
+    values, scales = block_int8(weight)
+    weights = (values.float().view(*scales.shape, 32) * scales.float()[..., None]).view_as(weight)
+    x_scales = x.abs().amax(dim=-1, keepdim=True) / 32767.0
+    return (torch.round(x / x_scales) * x_scales) @ weights.T
+
+
+@pytest.fixture
+def weight() -> torch.Tensor:
+    torch.manual_seed(0)
+    w = torch.randn(96, 192) * 0.02
+    w[:, 7] *= 30  # an outlier input channel, as real checkpoints have
+    return w
+
+
+@pytest.mark.parametrize("rows", [1, 5, 15])
+def test_packed_linear_computes_the_block_quantised_product(
+    weight: torch.Tensor, rows: int
+) -> None:
+    x = torch.randn(rows, 192)
+    x[:, 3] *= 50  # an outlier activation
+    bias = torch.randn(96)
+    got = PackedInt8Linear(weight, bias)(x)
+    assert torch.allclose(got, block_reference(weight, x) + bias, rtol=1e-5, atol=1e-5)
+    exact = x @ weight.T + bias
+    error = (got - exact).norm() / exact.norm()
+    per_row_error = (Int8WeightLinear(weight, bias)(x) - exact).norm() / exact.norm()
+    assert error < 0.05 and error < per_row_error  # blocks keep the outlier's neighbours
+
+
+def test_prompts_take_a_bf16_matmul_on_the_same_weights(weight: torch.Tensor) -> None:
+    layer = PackedInt8Linear(weight, None)
+    x = torch.randn(PACKED_PREFILL_ROWS, 192)
+    by_kernel = torch.cat([layer(row[None]) for row in x])
+    assert torch.allclose(layer(x), by_kernel, rtol=0.02, atol=0.02)
+    every_row = layer.weight.rows(torch.arange(96))
+    assert torch.equal(layer.bf16_weight(), every_row.bfloat16())
+
+
+def test_packed_rows_are_the_weights_the_kernel_multiplies(weight: torch.Tensor) -> None:
+    layer = PackedInt8Linear(weight, None)
+    ids = torch.tensor([0, 3, 4, 95])
+    values, scales = block_int8(weight[ids])
+    expected = (values.float().view(4, -1, 32) * scales.float()[..., None]).view(4, -1)
+    assert torch.equal(layer.weight.rows(ids), expected)
+    one_hot = torch.zeros(1, 192)
+    one_hot[0, 10] = 1.0  # picks column 10 of every row
+    column = layer.weight.rows(torch.arange(96))[:, 10]
+    assert torch.allclose(layer(one_hot)[0], column, rtol=1e-6, atol=1e-7)
+
+
+def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
+    fast = native_kernels.kernels()
+    if not fast.qb_vnni():
+        pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
+    portable = native_kernels.load(native_kernels.build(("-DQB_PORTABLE",)))
+    assert portable.qb_vnni() == 0
+    packed = pack_int8(weight)
+    x = torch.randn(3, 192)
+    outputs = []
+    for library in (fast, portable):
+        out = torch.empty(3, 96)
+        status = library.qb_linear(
+            pointer(packed.packed), pointer(packed.scales), pointer(x), pointer(out), 3, 96, 192, 2
+        )
+        assert status == 0
+        outputs.append(out)
+    assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_portable_build_decodes_like_the_fast_one(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.engine.test_native_decoder import IDS, native, stepwise_logits
+
+    if not native_kernels.kernels().qb_vnni():
+        pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
+    fast = stepwise_logits(native(tiny_model_dir, "int8", torch.bfloat16), IDS, prompt=3)
+    portable = native_kernels.load(native_kernels.build(("-DQB_PORTABLE",)))
+    monkeypatch.setattr(native_kernels, "kernels", lambda: portable)
+    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
+    assert decoder.fused is not None
+    assert torch.allclose(stepwise_logits(decoder, IDS, prompt=3), fast, rtol=1e-4, atol=1e-4)
+
+
+def test_shapes_the_layout_cannot_take_use_torchs_kernel() -> None:
+    make = linear_factory("int8", torch.float32, reduce_range=False)
+    assert isinstance(make(torch.randn(8, 64), None), PackedInt8Linear)
+    assert isinstance(make(torch.randn(6, 64), None), Int8WeightLinear)  # rows not in 4s
+    assert isinstance(make(torch.randn(8, 48), None), Int8WeightLinear)  # K not in 64s
+
+
+@pytest.fixture
+def no_compiler(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A machine whose C compiler fails (and with no kernel built yet)."""
+    monkeypatch.setenv("CC", "/bin/false")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    native_kernels.kernels.cache_clear()
+    yield
+    native_kernels.kernels.cache_clear()
+
+
+@pytest.mark.usefixtures("no_compiler")
+def test_without_a_compiler_int8_falls_back_to_torchs_kernel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(KernelUnavailable, match="/bin/false failed"):
+        native_kernels.kernels()
+    said: list[str] = []
+    with caplog.at_level(logging.WARNING):
+        scheme = choose_scheme(
+            "int8", torch.bfloat16, False, lambda what, _, instead: said.append(f"{what}|{instead}")
+        )
+    assert scheme == "int8-torch"
+    assert said == ["compiled int8 kernel|torch int8 weight-only kernel (int8-torch)"]
