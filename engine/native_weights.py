@@ -116,11 +116,13 @@ def build_decoder(
     config = NativeConfig.from_transformers(hf_config)
     act = activation_dtype(scheme, dtype)
     make = linear_factory(scheme, dtype, reduce_range)
+    # The embedding goes first: its float table (the largest tensor) and its quantised copy
+    # then meet in memory before the layers are there, which lowers the peak by ~0.4 GB.
+    embedding, head = _embedding_and_head(fetch, config, scheme, act, make)
     layers = [
         _layer(fetch, f"model.layers.{i}", config, make, act, progress, i)
         for i in range(config.layers)
     ]
-    embedding, head = _embedding_and_head(fetch, config, scheme, act, make)
     inv_freq, scaling = rope_frequencies(hf_config, config.head_dim)
     final_norm = RMSNorm(_required(fetch, "model.norm.weight"), config.rms_eps, act)
     progress(1.0)

@@ -188,8 +188,15 @@ void qb_unpack_bf16(const int8_t *packed, const uint16_t *packed_scales, int64_t
                 uint16_t *dst = out + (group * GROUP_ROWS + row) * k + piece * PIECE;
                 for (int64_t b = 0; b < per_piece; b++) {
                     const float scale = half_to_float(packed_scales[at * per_piece + b]);
-                    for (int64_t i = 0; i < BLOCK; i++)
-                        dst[b * BLOCK + i] = float_to_bf16((float)packed[at * PIECE + b * BLOCK + i] * scale);
+                    const int8_t *src = packed + at * PIECE + b * BLOCK;
+#if QB_VNNI && defined(__AVX512BF16__)
+                    const __m512 s = _mm512_set1_ps(scale);
+                    const __m512 low = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)src))), s);
+                    const __m512 high = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(src + 16)))), s);
+                    _mm512_storeu_si512(dst + b * BLOCK, (__m512i)_mm512_cvtne2ps_pbh(high, low));
+#else
+                    for (int64_t i = 0; i < BLOCK; i++) dst[b * BLOCK + i] = float_to_bf16((float)src[i] * scale);
+#endif
                 }
             }
 }
