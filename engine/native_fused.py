@@ -15,7 +15,7 @@ import torch
 
 from engine import native_kernels
 from engine.native_kernels import pointer
-from engine.native_linear import PackedInt8Linear
+from engine.packed_linear import PackedLinear
 
 if TYPE_CHECKING:
     from engine.kv_cache import KVCache
@@ -29,7 +29,7 @@ class DecoderShape(ctypes.Structure):
 
     _fields_ = [
         *((name, _I64) for name in ("hidden", "heads", "kv_heads", "head_dim")),
-        *((name, _I64) for name in ("intermediate", "layers")),
+        *((name, _I64) for name in ("intermediate", "layers", "bits")),
         ("hidden_floor", _F32),
         ("head_floor", _F32),
     ]
@@ -74,6 +74,7 @@ class FusedDecodeStep:
         self._library = native_kernels.kernels()
         first = layers[0]
         gate_up = first.gate_up
+        assert isinstance(gate_up, PackedLinear)  # checked by fused_decode_step
         self.shape = DecoderShape(
             hidden=config.hidden_size,
             heads=config.heads,
@@ -81,6 +82,7 @@ class FusedDecodeStep:
             head_dim=config.head_dim,
             intermediate=gate_up.out_features // 2,
             layers=len(layers),
+            bits=gate_up.weight.bits,
             hidden_floor=_floor(first.attn_norm),
             head_floor=_floor(first.qk_norm) if first.qk_norm is not None else 0.0,
         )
@@ -96,7 +98,7 @@ class FusedDecodeStep:
         linears = {name: getattr(layer, name) for name in ("qkv", "out", "gate_up", "down")}
         fields: dict[str, int | None] = {}
         for name, linear in linears.items():
-            assert isinstance(linear, PackedInt8Linear)  # checked by fused_decode_step
+            assert isinstance(linear, PackedLinear)  # checked by fused_decode_step
             fields[name] = pointer(linear.weight.packed)
             fields[f"{name}_scales"] = pointer(linear.weight.scales)
         return DecoderLayer(
@@ -135,12 +137,11 @@ def fused_decode_step(
     config: NativeConfig, layers: Sequence[NativeLayer], dtype: torch.dtype
 ) -> FusedDecodeStep | None:
     """The fused step when this decoder can take it: fp32 activations and the cache, and
-    every layer's matmuls on the compiled kernel."""
-    packed = all(
-        isinstance(getattr(layer, name), PackedInt8Linear)
-        for layer in layers
-        for name in ("qkv", "out", "gate_up", "down")
-    )
-    if not layers or not packed or dtype != torch.float32:
+    every layer's matmuls on the compiled kernel, all with the same bits."""
+    names = ("qkv", "out", "gate_up", "down")
+    linears = [getattr(layer, name) for layer in layers for name in names]
+    if not all(isinstance(linear, PackedLinear) for linear in linears) or dtype != torch.float32:
+        return None
+    if not layers or len({linear.weight.bits for linear in linears}) != 1:
         return None
     return FusedDecodeStep(config, layers)

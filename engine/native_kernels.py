@@ -27,12 +27,13 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
+_INT = ctypes.c_int
 _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "qb_vnni": ([], ctypes.c_int),
-    "qb_pack": ([_P, _P, _I64, _I64, _P, _P], None),
-    "qb_rows": ([_P, _P, _P, _I64, _I64, _P], None),
-    "qb_linear": ([_P, _P, _P, _P, _I64, _I64, _I64, ctypes.c_int], ctypes.c_int),
-    "qb_unpack_bf16": ([_P, _P, _I64, _I64, _P, ctypes.c_int], None),
+    "qb_pack": ([_P, _P, _I64, _I64, _INT, _P, _P], None),
+    "qb_rows": ([_P, _P, _INT, _P, _I64, _I64, _P], None),
+    "qb_linear": ([_P, _P, _INT, _P, _P, _I64, _I64, _I64, _INT], _INT),
+    "qb_unpack_bf16": ([_P, _P, _INT, _I64, _I64, _P, _INT], None),
     "qb_decode_step": ([_P, _P, _P, _P, _P, _I64, _I64, _P, _P, ctypes.c_int], ctypes.c_int),
 }
 
@@ -67,23 +68,30 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
     target = cache_folder() / f"qwenbot-kernels-{digest.hexdigest()[:16]}.so"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: two processes starting at once never load a half file.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _compile([cc, *FLAGS, *extra_flags, *map(str, sources), "-lm"], target)
+    except OSError as error:  # an unwritable cache folder, say
+        raise KernelUnavailable(f"cannot build into {target.parent}: {error}") from error
+    return target
+
+
+def _compile(command: list[str], target: Path) -> None:
+    """Run the compiler; build beside the target and rename, so two processes starting at
+    once never load a half-written file."""
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        command = [cc, *FLAGS, *extra_flags, *map(str, sources), "-o", str(built), "-lm"]
         try:
             result = subprocess.run(
-                command, check=False, capture_output=True, text=True, timeout=300
-            )
+                [*command, "-o", str(built)],
+                check=False, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise KernelUnavailable(f"cannot run {cc}: {error}") from error
+            raise KernelUnavailable(f"cannot run {command[0]}: {error}") from error
         if result.returncode != 0:
-            first = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
-            first = first[:200]
-            raise KernelUnavailable(f"{cc} failed: {first}")
+            lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+            raise KernelUnavailable(f"{command[0]} failed: {lines[0][:200]}")
         os.replace(built, target)
-    return target
 
 
 def load(path: Path) -> ctypes.CDLL:

@@ -18,7 +18,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.kv_cache import KVCache
 from engine.native_fused import fused_decode_step
-from engine.native_linear import Int8Rows, LinearKernel, PackedInt8, Weight
+from engine.native_linear import Int8Rows, LinearKernel, Weight
+from engine.packed_linear import PackedWeights
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -146,13 +147,13 @@ class Embedding:
     """Token embeddings: dense, or int8 rows with a scale each (a quarter of fp32's memory),
     plain or in the compiled kernel's packed layout (shared with a tied output head)."""
 
-    def __init__(self, weight: Weight | PackedInt8, dtype: torch.dtype) -> None:
+    def __init__(self, weight: Weight | PackedWeights, dtype: torch.dtype) -> None:
         self.dtype = dtype
         self.scales: torch.Tensor | None = None
-        self.packed = weight if isinstance(weight, PackedInt8) else None
+        self.packed = weight if isinstance(weight, PackedWeights) else None
         if isinstance(weight, Int8Rows):
             self.table, self.scales = weight
-        elif not isinstance(weight, PackedInt8):
+        elif not isinstance(weight, PackedWeights):
             self.table = weight.to(dtype).contiguous()
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,6 @@ import torch
 from engine.native_linear import (
     LinearFactory,
     LinearKernel,
-    PackedInt8Linear,
     Scheme,
     activation_dtype,
     int8_rows,
@@ -34,6 +33,7 @@ from engine.native_model import (
     RotaryTable,
     rope_frequencies,
 )
+from engine.packed_linear import PackedLinear
 
 TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
 Progress = Callable[[float], None]  # fraction of layers built, 0..1
@@ -151,7 +151,7 @@ def _embedding_and_head(
         del separate_head
     elif scheme in {"int4", "int8"}:
         head = make(embed, None)  # these start from the float weight
-        if isinstance(head, PackedInt8Linear):
+        if isinstance(head, PackedLinear):
             return Embedding(head.weight, act), head  # one packed table serves both
     rows = int8_rows(embed)
     del embed  # the bf16 table goes before the head is packed

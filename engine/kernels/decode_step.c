@@ -3,7 +3,7 @@
  * In torch a decode step is ~30 small ops per layer around the four matmuls; each costs
  * 5-10 us because the matmuls evict the caches, ~8 ms per token on Qwen3-0.6B, a third of
  * the step. Here the whole step runs in one OpenMP parallel region: the matmuls
- * (q8_linear.c's kernel) and attention are split between the threads, the small vector
+ * (packed_linear.c's kernel) and attention are split between the threads, the small vector
  * work between them is done by one thread, with a barrier after each part.
  * Arithmetic follows native_model.py: fp32 activations, RMSNorm with the weight pre-scaled
  * by sqrt(n), the attention scale folded into the queries, rotate-half rotary with a
@@ -14,20 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "q8_linear.h"
+#include "packed_linear.h"
 
 #if QB_VNNI
 #include <immintrin.h>
 #endif
 
 typedef struct {
-    int64_t hidden, heads, kv_heads, head_dim, intermediate, layers;
+    int64_t hidden, heads, kv_heads, head_dim, intermediate, layers, bits; /* bits: 8 or 4 */
     float hidden_floor, head_floor; /* n * eps of the hidden and per-head RMSNorms */
 } DecoderShape;
 
 typedef struct {
     const float *attn_norm, *qk_norm, *mlp_norm; /* qk_norm: [heads + kv_heads, D], or NULL */
-    const int8_t *qkv, *out, *gate_up, *down;    /* packed int8 weights */
+    const uint8_t *qkv, *out, *gate_up, *down;   /* packed weights */
     const uint16_t *qkv_scales, *out_scales, *gate_up_scales, *down_scales;
     const float *qkv_bias, *out_bias;            /* or NULL */
 } DecoderLayer;
@@ -146,15 +146,16 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, float 
     const int64_t qkv_rows = q_size + 2 * kv_size, inter = shape->intermediate;
     const int64_t widest = qkv_rows > 2 * inter ? qkv_rows : 2 * inter;
     const int64_t layer_stride = kv_heads * capacity * d;
+    const int bits = (int)shape->bits;
     float *normed = malloc(sizeof(float) * (size_t)(hidden > inter ? hidden : inter));
     float *projected = malloc(sizeof(float) * (size_t)widest);
     float *attended = malloc(sizeof(float) * (size_t)q_size);
     float *scores = malloc(sizeof(float) * (size_t)(heads * length));
     float *scratch = malloc(sizeof(float) * (size_t)(d + hidden));
     const int64_t widest_input = hidden > inter ? (hidden > q_size ? hidden : q_size) : (inter > q_size ? inter : q_size);
-    int16_t *activations = malloc(sizeof(int16_t) * (size_t)widest_input);
-    const int failed = !normed || !projected || !attended || !scores || !scratch || !activations;
-    float scale = 0.0f; /* the int16 activations' scale, shared by the threads */
+    Activations activations; /* shared by the threads: quantised by one, read by all */
+    const int no_activations = qb_activations_alloc(&activations, widest_input) != 0;
+    const int failed = !normed || !projected || !attended || !scores || !scratch || no_activations;
 #pragma omp parallel num_threads(threads) if (!failed)
     for (int64_t index = 0; index < (failed ? 0 : shape->layers); index++) {
         const DecoderLayer *layer = layers + index;
@@ -162,9 +163,9 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, float 
 #pragma omp single
         {
             rms_norm(x, layer->attn_norm, hidden, shape->hidden_floor, normed);
-            scale = qb_quantize_row(normed, hidden, activations);
+            qb_quantize(normed, hidden, bits, &activations);
         }
-        qb_rows_dot(layer->qkv, layer->qkv_scales, activations, scale, qkv_rows, hidden, projected);
+        qb_rows_dot(layer->qkv, layer->qkv_scales, bits, &activations, qkv_rows, hidden, projected);
 #pragma omp single
         {
             add_bias(projected, layer->qkv_bias, qkv_rows);
@@ -181,25 +182,26 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, float 
                    length, d, scores + h * length, attended + h * d);
         }
 #pragma omp single
-        scale = qb_quantize_row(attended, q_size, activations);
-        qb_rows_dot(layer->out, layer->out_scales, activations, scale, hidden, q_size, scratch + d);
+        qb_quantize(attended, q_size, bits, &activations);
+        qb_rows_dot(layer->out, layer->out_scales, bits, &activations, hidden, q_size, scratch + d);
 #pragma omp single
         {
             add_bias(scratch + d, layer->out_bias, hidden);
             for (int64_t i = 0; i < hidden; i++) x[i] += scratch[d + i];
             rms_norm(x, layer->mlp_norm, hidden, shape->hidden_floor, normed);
-            scale = qb_quantize_row(normed, hidden, activations);
+            qb_quantize(normed, hidden, bits, &activations);
         }
-        qb_rows_dot(layer->gate_up, layer->gate_up_scales, activations, scale, 2 * inter, hidden, projected);
+        qb_rows_dot(layer->gate_up, layer->gate_up_scales, bits, &activations, 2 * inter, hidden, projected);
 #pragma omp single
         {
             silu_mul(projected, projected + inter, inter, normed);
-            scale = qb_quantize_row(normed, inter, activations);
+            qb_quantize(normed, inter, bits, &activations);
         }
-        qb_rows_dot(layer->down, layer->down_scales, activations, scale, hidden, inter, scratch + d);
+        qb_rows_dot(layer->down, layer->down_scales, bits, &activations, hidden, inter, scratch + d);
 #pragma omp single
         for (int64_t i = 0; i < hidden; i++) x[i] += scratch[d + i];
     }
-    free(normed); free(projected); free(attended); free(scores); free(scratch); free(activations);
+    free(normed); free(projected); free(attended); free(scores); free(scratch);
+    if (!no_activations) qb_activations_free(&activations);
     return failed ? -1 : 0;
 }

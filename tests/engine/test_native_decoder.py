@@ -103,7 +103,7 @@ def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scheme", ["int8", "int8-torch"])
 def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path, scheme: Scheme) -> None:
-    from engine.native_linear import PACKED_PREFILL_ROWS
+    from engine.packed_linear import PREFILL_ROWS as PACKED_PREFILL_ROWS
 
     decoder = native(tiny_model_dir, scheme, torch.bfloat16)
     ids = torch.arange(2000, 2000 + 2 * PACKED_PREFILL_ROWS)
@@ -116,8 +116,9 @@ def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path, schem
     assert cosine > 0.999
 
 
-def test_fused_decode_step_equals_the_torch_ops_path(tiny_model_dir: Path) -> None:
-    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_fused_decode_step_equals_the_torch_ops_path(tiny_model_dir: Path, scheme: Scheme) -> None:
+    decoder = native(tiny_model_dir, scheme, torch.bfloat16)
     assert decoder.fused is not None  # every matmul is on the compiled kernel
     fused = stepwise_logits(decoder, IDS, prompt=3)
     decoder.fused = None

@@ -11,23 +11,21 @@ import torch
 
 from engine import native_kernels
 from engine.native_kernels import KernelUnavailable, pointer
-from engine.native_linear import (
-    PACKED_PREFILL_ROWS,
-    Int8WeightLinear,
-    PackedInt8Linear,
-    block_int8,
-    linear_factory,
-    pack_int8,
-)
+from engine.native_linear import Int8WeightLinear, linear_factory
 from engine.native_loader import choose_scheme
+from engine.packed_linear import PREFILL_ROWS, Bits, PackedLinear, block_quantise, pack
 
 
-def block_reference(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """What the kernel computes, in plain torch: int8 weights in blocks of 32, int16
-    activations with a scale per row."""
-    values, scales = block_int8(weight)
-    weights = (values.float().view(*scales.shape, 32) * scales.float()[..., None]).view_as(weight)
-    x_scales = x.abs().amax(dim=-1, keepdim=True) / 32767.0
+def dequantised(weight: torch.Tensor, bits: Bits) -> torch.Tensor:
+    values, scales = block_quantise(weight, bits)
+    return (values.float().view(*scales.shape, 32) * scales.float()[..., None]).view_as(weight)
+
+
+def block_reference(weight: torch.Tensor, x: torch.Tensor, bits: Bits) -> torch.Tensor:
+    """What the kernel computes, in plain torch: weights in blocks of 32, 15-bit activations
+    with a scale per row."""
+    weights = dequantised(weight, bits)
+    x_scales = x.abs().amax(dim=-1, keepdim=True) / 16383.0
     return (torch.round(x / x_scales) * x_scales) @ weights.T
 
 
@@ -40,35 +38,49 @@ def weight() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("rows", [1, 5, 15])
+@pytest.mark.parametrize("bits", [8, 4])
 def test_packed_linear_computes_the_block_quantised_product(
-    weight: torch.Tensor, rows: int
+    weight: torch.Tensor, rows: int, bits: Bits
 ) -> None:
     x = torch.randn(rows, 192)
     x[:, 3] *= 50  # an outlier activation
     bias = torch.randn(96)
-    got = PackedInt8Linear(weight, bias)(x)
-    assert torch.allclose(got, block_reference(weight, x) + bias, rtol=1e-5, atol=1e-5)
+    got = PackedLinear(weight, bias, bits)(x)
+    assert torch.allclose(got, block_reference(weight, x, bits) + bias, rtol=1e-5, atol=1e-5)
     exact = x @ weight.T + bias
     error = (got - exact).norm() / exact.norm()
-    per_row_error = (Int8WeightLinear(weight, bias)(x) - exact).norm() / exact.norm()
-    assert error < 0.05 and error < per_row_error  # blocks keep the outlier's neighbours
+    if bits == 8:  # per-row int8 (torch's kernel) loses the outlier's neighbours; blocks keep them
+        per_row_error = (Int8WeightLinear(weight, bias)(x) - exact).norm() / exact.norm()
+        assert error < 0.05 and error < per_row_error
+    else:  # 15 levels per block: coarse beside the outlier column, never garbage
+        assert error < 0.5
 
 
-def test_prompts_take_a_bf16_matmul_on_the_same_weights(weight: torch.Tensor) -> None:
-    layer = PackedInt8Linear(weight, None)
-    x = torch.randn(PACKED_PREFILL_ROWS, 192)
+def test_four_bit_blocks_follow_llama_cpps_q4_0_rule() -> None:
+    block = torch.linspace(-1.0, 0.6, 32)[None]  # the extreme is negative: it maps to -8
+    values, scales = block_quantise(block, 4)
+    assert values.min() == -8 and values.max() <= 7
+    assert scales.item() == pytest.approx(1.0 / 8, rel=1e-3)
+    assert torch.allclose(dequantised(block, 4), block, atol=scales.float().item() / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_prompts_take_a_bf16_matmul_on_the_same_weights(weight: torch.Tensor, bits: Bits) -> None:
+    layer = PackedLinear(weight, None, bits)
+    x = torch.randn(PREFILL_ROWS, 192)
     by_kernel = torch.cat([layer(row[None]) for row in x])
     assert torch.allclose(layer(x), by_kernel, rtol=0.02, atol=0.02)
     every_row = layer.weight.rows(torch.arange(96))
     assert torch.equal(layer.bf16_weight(), every_row.bfloat16())
 
 
-def test_packed_rows_are_the_weights_the_kernel_multiplies(weight: torch.Tensor) -> None:
-    layer = PackedInt8Linear(weight, None)
+@pytest.mark.parametrize("bits", [8, 4])
+def test_packed_rows_are_the_weights_the_kernel_multiplies(
+    weight: torch.Tensor, bits: Bits
+) -> None:
+    layer = PackedLinear(weight, None, bits)
     ids = torch.tensor([0, 3, 4, 95])
-    values, scales = block_int8(weight[ids])
-    expected = (values.float().view(4, -1, 32) * scales.float()[..., None]).view(4, -1)
-    assert torch.equal(layer.weight.rows(ids), expected)
+    assert torch.equal(layer.weight.rows(ids), dequantised(weight[ids], bits))
     one_hot = torch.zeros(1, 192)
     one_hot[0, 10] = 1.0  # picks column 10 of every row
     column = layer.weight.rows(torch.arange(96))[:, 10]
@@ -81,17 +93,19 @@ def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
         pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
     portable = native_kernels.load(native_kernels.build(("-DQB_PORTABLE",)))
     assert portable.qb_vnni() == 0
-    packed = pack_int8(weight)
     x = torch.randn(3, 192)
-    outputs = []
-    for library in (fast, portable):
-        out = torch.empty(3, 96)
-        status = library.qb_linear(
-            pointer(packed.packed), pointer(packed.scales), pointer(x), pointer(out), 3, 96, 192, 2
-        )
-        assert status == 0
-        outputs.append(out)
-    assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    for bits in (8, 4):
+        packed = pack(weight, bits)
+        outputs = []
+        for library in (fast, portable):
+            out = torch.empty(3, 96)
+            status = library.qb_linear(
+                pointer(packed.packed), pointer(packed.scales), bits, pointer(x), pointer(out),
+                3, 96, 192, 2,
+            )  # fmt: skip
+            assert status == 0
+            outputs.append(out)
+        assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_portable_build_decodes_like_the_fast_one(
@@ -111,7 +125,7 @@ def test_portable_build_decodes_like_the_fast_one(
 
 def test_shapes_the_layout_cannot_take_use_torchs_kernel() -> None:
     make = linear_factory("int8", torch.float32, reduce_range=False)
-    assert isinstance(make(torch.randn(8, 64), None), PackedInt8Linear)
+    assert isinstance(make(torch.randn(8, 64), None), PackedLinear)
     assert isinstance(make(torch.randn(6, 64), None), Int8WeightLinear)  # rows not in 4s
     assert isinstance(make(torch.randn(8, 48), None), Int8WeightLinear)  # K not in 64s
 
@@ -139,3 +153,13 @@ def test_without_a_compiler_int8_falls_back_to_torchs_kernel(
         )
     assert scheme == "int8-torch"
     assert said == ["compiled int8 kernel|torch int8 weight-only kernel (int8-torch)"]
+
+
+def test_an_unwritable_cache_folder_means_no_kernels(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(KernelUnavailable, match="cannot build into"):
+        native_kernels.build(("-DQB_PORTABLE",))

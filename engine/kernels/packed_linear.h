@@ -1,0 +1,35 @@
+/* What decode_step.c uses of packed_linear.c. */
+#ifndef QWENBOT_PACKED_LINEAR_H
+#define QWENBOT_PACKED_LINEAR_H
+
+#include <stdint.h>
+
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && !defined(QB_PORTABLE)
+#define QB_VNNI 1
+#else
+#define QB_VNNI 0
+#endif
+
+/* One row of activations, quantised for the kernel. */
+typedef struct {
+    int16_t *values;  /* [K]: x / scale, |value| <= 16383 (15 bits) */
+    int8_t *high;     /* [K]: value = 128 * high + low, for the 4-bit path's vpdpbusd */
+    int8_t *low;      /* [K]: in [0, 127] */
+    int32_t *offsets; /* [K / 4]: -8 times the sum of each 4 values (4-bit weights are q - 8) */
+    float scale;
+} Activations;
+
+/* Room for a row of up to k values; returns 0, or -1 when memory cannot be had. */
+int qb_activations_alloc(Activations *a, int64_t k);
+void qb_activations_free(Activations *a);
+
+/* Quantise x [K] into a (the 4-bit path needs the split parts too). */
+void qb_quantize(const float *x, int64_t k, int bits, Activations *a);
+
+/* y [N] = W @ x for a packed W of 8 or 4 bits and x quantised in a, the rows shared out
+ * among the threads of the enclosing OpenMP parallel region (an orphaned `omp for`, with
+ * its closing barrier). */
+void qb_rows_dot(const uint8_t *packed, const uint16_t *packed_scales, int bits,
+                 const Activations *a, int64_t n, int64_t k, float *y);
+
+#endif
