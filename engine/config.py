@@ -10,11 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
 # auto: int8 on a CPU (the fastest scheme whose answers stay faithful), none on CUDA.
-# int8: int8 weights per row, activations int8 per block of 32 (our compiled kernel; needs
-#   a C compiler, else int8-torch).
-# int8-torch: the same int8 weights on torch's kernel, activations in floating point.
-# int8-dynamic: int8 weights and per-token int8 activations (fbgemm): fastest, least faithful.
-# int4: group-wise 4-bit weights (smallest; faster than int8, less faithful).
+# int8: int8 weights in blocks of 32 (llama.cpp's Q8_0) on our compiled kernel, which needs
+#   a C compiler (else int8-torch).
+# int8-torch: int8 weights per row on torch's kernel, activations in bf16.
+# int8-dynamic: int8 weights and per-token int8 activations (fbgemm): least faithful.
+# int4: 4-bit weights in blocks of 32 (Q4_1) on our compiled kernel: smallest and fastest,
+#   less faithful.
 # bnb8: bitsandbytes 8-bit, the seed guide's choice (saves memory, not faster on CPU).
 Quantization = Literal["auto", "none", "int8", "int8-torch", "int8-dynamic", "int4", "bnb8"]
 # native: our own decoder for Llama/Qwen-family models (the fast CPU path);

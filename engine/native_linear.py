@@ -4,8 +4,8 @@ At batch 1 every decode step reads every weight once, so speed is bytes read per
 and how well the kernel streams them. Measured on 2 Zen 5 cores for all Qwen3-0.6B
 linears at M=1 (benchmarks/compare_speed.py has the end-to-end view): bf16 F.linear
 64 ms, int8 weight-only `_weight_int8pack_mm` 37-40 ms, fbgemm dynamic int8
-(`quantized.linear_dynamic`, int8 activations too) 23 ms, our packed int8 kernel ~20 ms
-(engine/packed_linear.py).
+(`quantized.linear_dynamic`, int8 activations too) 23 ms, our packed kernels 22 ms in 8
+bits and 16 ms in 4 (engine/packed_linear.py).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from torch.nn import functional
 
 from engine.packed_linear import Bits, PackedLinear, packed_fits
 
-# int8: int8 weights in blocks of 32 (llama.cpp's Q8_0 weights) and int16 activations, on
+# int8: int8 weights in blocks of 32 (llama.cpp's Q8_0 weights) and 15-bit activations, on
 #   our compiled kernel (engine/packed_linear.py).
 # int8-torch: the same int8 weights on torch's weight-only kernel (`_weight_int8pack_mm`);
 #   the fallback where no C compiler is at hand.
 # int8-dynamic: fbgemm W8A8 (weights, and activations per token): fastest, least faithful
 #   (per-tensor activation scales lose outlier channels: 85 % agreement on SmolLM2).
-# int4: 4-bit weights in blocks of 32 (llama.cpp's Q4_0) on the same compiled kernel.
+# int4: 4-bit weights in blocks of 32 (llama.cpp's Q4_1) on the same compiled kernel.
 Scheme = Literal["none", "int8", "int8-torch", "int8-dynamic", "int4"]
 PREFILL_ROWS = 8  # from this many rows on, int8-torch de-quantises for one dense matmul
 
@@ -73,7 +73,7 @@ def int8_rows(weight: Weight) -> Int8Rows:
 
 
 def dense(weight: Weight) -> torch.Tensor:
-    """A float weight (the dense and int4 kernels cannot start from int8)."""
+    """A float weight (the dense kernel cannot start from int8 rows)."""
     if isinstance(weight, Int8Rows):
         raise TypeError("this kernel needs the unquantised weight")
     return weight

@@ -15,7 +15,7 @@ typedef struct {
     int16_t *values;  /* [K]: x / scale, |value| <= 16383 (15 bits) */
     int8_t *high;     /* [K]: value = 128 * high + low, for the 4-bit path's vpdpbusd */
     int8_t *low;      /* [K]: in [0, 127] */
-    int32_t *offsets; /* [K / 4]: -8 times the sum of each 4 values (4-bit weights are q - 8) */
+    float *lane_sums; /* [K / 4]: the sum of each 4 values (for 4-bit blocks' m * sum(x)) */
     float scale;
 } Activations;
 

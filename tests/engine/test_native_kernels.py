@@ -17,8 +17,12 @@ from engine.packed_linear import PREFILL_ROWS, Bits, PackedLinear, block_quantis
 
 
 def dequantised(weight: torch.Tensor, bits: Bits) -> torch.Tensor:
-    values, scales = block_quantise(weight, bits)
-    return (values.float().view(*scales.shape, 32) * scales.float()[..., None]).view_as(weight)
+    codes, scales = block_quantise(weight, bits)
+    blocks = codes.float().view(weight.shape[0], -1, 32)
+    if bits == 8:
+        return (blocks * scales.float()[..., None]).view_as(weight)
+    d, m = scales.float().unbind(-1)
+    return (blocks * d[..., None] + m[..., None]).view_as(weight)
 
 
 def block_reference(weight: torch.Tensor, x: torch.Tensor, bits: Bits) -> torch.Tensor:
@@ -56,12 +60,13 @@ def test_packed_linear_computes_the_block_quantised_product(
         assert error < 0.5
 
 
-def test_four_bit_blocks_follow_llama_cpps_q4_0_rule() -> None:
-    block = torch.linspace(-1.0, 0.6, 32)[None]  # the extreme is negative: it maps to -8
-    values, scales = block_quantise(block, 4)
-    assert values.min() == -8 and values.max() <= 7
-    assert scales.item() == pytest.approx(1.0 / 8, rel=1e-3)
-    assert torch.allclose(dequantised(block, 4), block, atol=scales.float().item() / 2 + 1e-6)
+def test_four_bit_blocks_span_each_blocks_range() -> None:
+    block = torch.linspace(-1.0, 0.5, 32)[None]  # Q4_1: 16 codes from the minimum up
+    codes, scales = block_quantise(block, 4)
+    assert codes.min() == 0 and codes.max() == 15
+    d, m = scales.float()[0, 0]
+    assert m.item() == pytest.approx(-1.0, rel=1e-3) and d.item() == pytest.approx(0.1, rel=1e-3)
+    assert torch.allclose(dequantised(block, 4), block, atol=d.item() / 2 + 1e-3)
 
 
 @pytest.mark.parametrize("bits", [8, 4])
