@@ -2,7 +2,7 @@
 
 The C sources are compiled with the system C compiler for this CPU (-march=native) on first
 use and cached under ~/.cache/qwenbot/kernels, keyed by source, compiler and CPU; a build
-takes about a second. ctypes rather than a torch C++ extension: no torch headers, no
+takes a few seconds. ctypes rather than a torch C++ extension: no torch headers, no
 pybind11 and no ninja, so a build needs only `cc`. The library links the OpenMP runtime
 that torch has already loaded (libgomp.so.1), so both share one thread pool.
 """
