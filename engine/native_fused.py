@@ -115,6 +115,8 @@ class FusedDecodeStep:
     ) -> torch.Tensor:
         """x [1, hidden] fp32, the new token's embedding -> its last hidden state (in place);
         its keys and values go to the cache at cache.length (room already reserved)."""
+        if cache.keys.dtype != torch.float32 or x.dtype != torch.float32:
+            raise TypeError("the fused decode step works in fp32 (activations and cache)")
         x = x.contiguous()
         status = self._library.qb_decode_step(
             ctypes.addressof(self.shape),

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 Fallback = Callable[[str, object, str], None]  # (what, why, instead)
 
-# When a scheme's kernel is missing in this torch build, the next one that runs is used.
+# When a scheme's kernel cannot run here (not in this torch build, or no C compiler for ours),
+# the next one that runs is used.
 _SCHEME_CHAIN: dict[Scheme, tuple[Scheme, ...]] = {
     "int4": ("int4", "int8", "int8-torch", "none"),
     "int8-dynamic": ("int8-dynamic", "int8", "int8-torch", "none"),
@@ -39,7 +40,7 @@ _SCHEME_CHAIN: dict[Scheme, tuple[Scheme, ...]] = {
     "none": ("none",),
 }
 _SCHEME_NAMES: dict[Scheme, str] = {
-    "int4": "int4 kernel",
+    "int4": "compiled int4 kernel",
     "int8-dynamic": "fbgemm dynamic int8 kernel",
     "int8": "compiled int8 kernel",
     "int8-torch": "torch int8 weight-only kernel",

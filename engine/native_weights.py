@@ -33,7 +33,7 @@ from engine.native_model import (
     RotaryTable,
     rope_frequencies,
 )
-from engine.packed_linear import PackedLinear
+from engine.packed_linear import PackedLinear, packed_fits
 
 TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
 Progress = Callable[[float], None]  # fraction of layers built, 0..1
@@ -149,10 +149,10 @@ def _embedding_and_head(
     if separate_head is not None:
         head = make(separate_head, None)
         del separate_head
-    elif scheme in {"int4", "int8"}:
-        head = make(embed, None)  # these start from the float weight
-        if isinstance(head, PackedLinear):
-            return Embedding(head.weight, act), head  # one packed table serves both
+    elif scheme in {"int4", "int8"} and packed_fits(embed.shape):
+        head = make(embed, None)  # packed from the float weight: one table serves both
+        assert isinstance(head, PackedLinear)
+        return Embedding(head.weight, act), head
     rows = int8_rows(embed)
     del embed  # the bf16 table goes before the head is packed
     if head is None:
