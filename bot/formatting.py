@@ -48,6 +48,7 @@ def error_text(error: EngineError) -> str:
         )
     return {
         "overloaded": "I'm busy answering other people right now. Please try again in a minute.",
+        "too_many_queued": "I'm still on your earlier messages. Please wait for those answers.",
         "not_ready": "I'm still starting up. Please try again in a moment.",
         "generation_failed": "Sorry, something went wrong while I was answering. Please try again.",
     }.get(error.kind, "Sorry, something went wrong. Please try again.")
@@ -80,6 +81,10 @@ def stats_text(snapshot: StatsSnapshot) -> str:
         f"Decode {snapshot.mean_decode_tps:.1f} tok/s mean · "
         f"{snapshot.tokens_generated} tokens generated",
         f"Queue {snapshot.queue_depth} now · {snapshot.queue_depth_max} max",
+        f"Batch {snapshot.batch_size} now · {snapshot.batch_mean:.1f} mean",
+        f"Kept chats: hit rate {snapshot.prefix_hit_rate:.0%} · "
+        f"{snapshot.prefix_tokens_saved} prompt tokens saved · "
+        f"KV memory {snapshot.kv_kept_bytes / 2**20:.0f} MB",
     ]
     if snapshot.config is not None and snapshot.config.fallbacks:
         lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]

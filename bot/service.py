@@ -100,6 +100,7 @@ class ChatService:
             return START_TEXT
         if command.name == "reset":
             self._history.clear(message.conversation_key)
+            self._engine.forget(message.conversation_key)
             return formatting.HISTORY_CLEARED
         if command.name == "stats":
             if not self._access.is_admin(message):
@@ -135,7 +136,11 @@ class ChatService:
                 self._engine.count_tokens,
                 self._settings.history_token_budget,
             )
-            request = GenerationRequest(messages=(system, *turns, user))
+            request = GenerationRequest(
+                messages=(system, *turns, user),
+                owner=f"{message.platform}:{message.user_id}",
+                conversation=key,
+            )
             try:
                 async with aclosing(self._engine.stream(request)) as events:
                     async for event in events:

@@ -16,7 +16,6 @@ from engine.cpu_tuning import ThreadPlan, apply_threads, plan_threads
 from engine.decode_loop import SamplingParams, decode_tokens
 from engine.errors import ModelLoadFailed
 from engine.fingerprint import model_fingerprint
-from engine.kv_cache import KVCache
 from engine.loader import (
     cpu_has_vnni,
     load_tokenizer,
@@ -64,7 +63,6 @@ class LoadedModel:
     fingerprint: str
     stop_ids: frozenset[int]
     fallbacks: list[str] = field(default_factory=list)
-    kv_cache: KVCache | None = None  # the native decoder's, reused reply after reply
 
     def effective(self) -> EffectiveConfig:
         """What is in effect, for the start-up line and /stats."""
@@ -147,7 +145,7 @@ def warm_up(bundle: LoadedModel) -> None:
     for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
         prompt = bundle.tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
         params = SamplingParams(max_new_tokens=8)
-        for _ in decode_tokens(bundle.model, prompt, params, frozenset(), cache=bundle.kv_cache):
+        for _ in decode_tokens(bundle.model, prompt, params, frozenset()):
             pass
 
 
@@ -256,8 +254,6 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         stop_ids=stop_token_ids(tokenizer, generation_config),
         fallbacks=fallbacks,
     )
-    if isinstance(model, NativeDecoder):
-        bundle.kv_cache = model.new_cache(model.config.max_positions)
     if settings.compile:
         progress("Compiling (torch.compile, can take a minute)", 0.7)
         _compile_with_fallback(bundle, fallbacks)

@@ -57,6 +57,16 @@ class EngineSettings(BaseModel):
     seed: int | None = Field(None, ge=0)
     enable_thinking: bool = False
     queue_size: int = Field(8, ge=1, le=10000, description="requests waiting before Overloaded")
+    max_queued_per_user: int = Field(
+        2, ge=1, le=10000, description="requests one user may have waiting (fairness)"
+    )
+    max_batch: int = Field(8, ge=1, le=256, description="replies decoded together, one step each")
+    prefill_chunk_tokens: int = Field(
+        256, ge=16, le=65536, description="prompt tokens read per step (long prompts in chunks)"
+    )
+    prefix_cache_mb: int = Field(
+        512, ge=0, description="memory for chats' kept state between turns (0: keep none)"
+    )
     warmup: bool = True
     cache_enabled: bool = True
     cache_dir: Path = Field(default_factory=lambda: default_data_dir() / "responses")

@@ -24,11 +24,12 @@ from engine.events import (
     Started,
     TokenText,
 )
+from engine.prefix_cache import PrefixCache
 from engine.prompt import encode_prompt, prompt_opens_think, render_chat, template_version
-from engine.reply_runner import Job
+from engine.reply_output import Job
 from engine.response_cache import CachedReply, ResponseCache, cache_key
 from engine.stats import EffectiveConfig, EngineStats, StatsSnapshot
-from engine.worker import Failed, Worker
+from engine.worker import Failed, Worker, WorkerLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,14 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.stats = EngineStats()
-        self._worker = Worker(settings.queue_size, self.stats)
+        limits = WorkerLimits(
+            queue_size=settings.queue_size,
+            per_owner=settings.max_queued_per_user,
+            max_batch=settings.max_batch,
+            prefill_tokens=settings.prefill_chunk_tokens,
+        )
+        budget = settings.prefix_cache_mb * 1024 * 1024
+        self._worker = Worker(limits, self.stats, PrefixCache(budget) if budget else None)
         self._bundle: LoadedModel | None = None
         self._cache: ResponseCache | None = None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
@@ -92,6 +100,10 @@ class Engine:
     def snapshot(self) -> StatsSnapshot:
         """Aggregate counters for /stats."""
         return self.stats.snapshot()
+
+    def forget(self, conversation: str) -> None:
+        """Drop what the engine keeps of a conversation (its history was reset)."""
+        self._worker.forget(conversation)
 
     def prepare(self, messages: Sequence[ChatTurn]) -> PreparedPrompt:
         """Render and tokenise a conversation with the model's chat template."""
@@ -170,7 +182,8 @@ class Engine:
                         yield event
                     return
             # aclosing: when our consumer stops, the job is withdrawn now, not when collected.
-            async with contextlib.aclosing(self._run(prompt, params, key)) as events:
+            run = self._run(prompt, params, key, request)
+            async with contextlib.aclosing(run) as events:
                 async for event in events:
                     yield event
             return
@@ -231,7 +244,11 @@ class Engine:
         yield Finished(cached.text, stats, "cached")
 
     async def _run(
-        self, prompt: PreparedPrompt, params: SamplingParams, key: str | None
+        self,
+        prompt: PreparedPrompt,
+        params: SamplingParams,
+        key: str | None,
+        request: GenerationRequest,
     ) -> AsyncGenerator[EngineEvent, None]:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -241,7 +258,14 @@ class Engine:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(inbox.put_nowait, event)
 
-        job = Job(list(prompt.ids), params, prompt.starts_in_think, emit)
+        job = Job(
+            list(prompt.ids),
+            params,
+            prompt.starts_in_think,
+            emit,
+            owner=request.owner,
+            conversation=request.conversation,
+        )
         shared: asyncio.Future[Finished | None] | None = None
         if key is not None:
             shared = loop.create_future()

@@ -19,6 +19,16 @@ class Overloaded(EngineError):
         self.queued = queued
 
 
+class TooManyQueued(EngineError):
+    """This user already has as many requests waiting as one user may."""
+
+    kind = "too_many_queued"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} requests of this user are already waiting")
+        self.limit = limit
+
+
 class PromptTooLong(EngineError):
     """The rendered prompt does not fit the model's context or the configured input limit."""
 

@@ -27,6 +27,8 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     ignore_stop: bool = False  # benchmarks: generate exactly max_new_tokens
+    owner: str | None = None  # who asks (a user): the queue is fair between owners
+    conversation: str | None = None  # the chat this continues: its kept state may be reused
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ReplyStats:
     total_s: float
     queue_wait_s: float
     cache_hit: bool
+    reused_tokens: int = 0  # prompt tokens whose state was kept from the chat's last turn
 
 
 @dataclass(frozen=True)

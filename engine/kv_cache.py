@@ -29,6 +29,26 @@ class KVCache:
         """Tokens that fit before the next allocation."""
         return self.keys.shape[2]
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by keys and values."""
+        return self.keys.nbytes + self.values.nbytes
+
+    def allow(self, tokens: int) -> None:
+        """Raise the limit to `tokens` (a kept conversation taking its next turn)."""
+        self.max_tokens = max(self.max_tokens, tokens)
+
+    def copy_prefix(self, length: int) -> KVCache:
+        """A new cache holding a copy of the first `length` tokens (a prefix another
+        conversation keeps, such as a shared system prompt)."""
+        length = min(length, self.length)
+        layers, kv_heads, _, head_dim = self._shape
+        copy = KVCache(layers, kv_heads, head_dim, self._dtype, self.max_tokens)
+        copy.keys = self.keys[:, :, :length].clone()
+        copy.values = self.values[:, :, :length].clone()
+        copy.length = length
+        return copy
+
     def reset(self) -> None:
         """Forget every token but keep the memory for the next conversation."""
         self.length = 0

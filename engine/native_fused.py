@@ -58,6 +58,19 @@ class DecoderLayer(ctypes.Structure):
     ]
 
 
+class SequenceSlot(ctypes.Structure):
+    """SequenceSlot in decode_step.c: one sequence's cache and its new token's rotation."""
+
+    _fields_ = [
+        ("keys", _P),
+        ("values", _P),
+        ("capacity", _I64),
+        ("position", _I64),
+        ("cos", _P),
+        ("sin", _P),
+    ]
+
+
 def _optional(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else pointer(tensor)
 
@@ -111,23 +124,34 @@ class FusedDecodeStep:
         )
 
     def __call__(
-        self, x: torch.Tensor, cache: KVCache, cos: torch.Tensor, sin: torch.Tensor
+        self, x: torch.Tensor, caches: Sequence[KVCache], cos: torch.Tensor, sin: torch.Tensor
     ) -> torch.Tensor:
-        """x [1, hidden] fp32, the new token's embedding -> its last hidden state (in place);
-        its keys and values go to the cache at cache.length (room already reserved)."""
-        if cache.keys.dtype != torch.float32 or x.dtype != torch.float32:
+        """x [B, hidden] fp32, each sequence's new token embedding -> their last hidden states
+        (in place); row b's keys and values go to caches[b] at its length (room reserved),
+        rotated by cos[b], sin[b] ([B, head_dim])."""
+        if x.dtype != torch.float32 or any(c.keys.dtype != torch.float32 for c in caches):
             raise TypeError("the fused decode step works in fp32 (activations and cache)")
-        x = x.contiguous()
+        x, cos, sin = x.contiguous(), cos.contiguous(), sin.contiguous()
+        row = cos.stride(0) * cos.element_size()
+        slots = (SequenceSlot * len(caches))(
+            *(
+                SequenceSlot(
+                    keys=pointer(cache.keys),
+                    values=pointer(cache.values),
+                    capacity=cache.capacity,
+                    position=cache.length,
+                    cos=pointer(cos) + index * row,
+                    sin=pointer(sin) + index * row,
+                )
+                for index, cache in enumerate(caches)
+            )
+        )
         status = self._library.qb_decode_step(
             ctypes.addressof(self.shape),
             ctypes.addressof(self.layers),
+            len(caches),
             pointer(x),
-            pointer(cache.keys),
-            pointer(cache.values),
-            cache.capacity,
-            cache.length,
-            pointer(cos.contiguous()),
-            pointer(sin.contiguous()),
+            ctypes.addressof(slots),
             torch.get_num_threads(),
         )
         if status != 0:

@@ -8,7 +8,9 @@ grouped-query attention, and the output head run for the last position only.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from engine.kv_cache import KVCache
 from engine.native_fused import fused_decode_step
 from engine.native_linear import Int8Rows, LinearKernel, Weight
-from engine.packed_linear import PackedWeights
+from engine.packed_linear import PackedLinear, PackedWeights
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -111,6 +113,12 @@ class RotaryTable:
             self.cos = (torch.cat([angles, angles], dim=-1).cos() * self.scaling).to(self.dtype)
             self.sin = torch.cat([-sin, sin], dim=-1).to(self.dtype)
         return self.cos[start:end, None, :], self.sin[start:end, None, :]
+
+    def rows(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, signed sin at each of a batch's positions: [B, head_dim] each."""
+        self.at(max(positions), 1)  # extends the table when needed
+        index = torch.tensor(positions, dtype=torch.long)
+        return self.cos[index], self.sin[index]
 
 
 # Every small op costs ~10 us inside a decode step (the weights streamed by each matmul
@@ -209,86 +217,145 @@ class NativeDecoder:
 
     def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """ids [T] after cache.length cached tokens -> fp32 logits [vocab] of the last one."""
+        return self.logits(self.read_prompts([(ids, cache)]))[0]
+
+    def read_prompts(self, chunks: Sequence[tuple[torch.Tensor, KVCache]]) -> torch.Tensor:
+        """Prompt chunks of several sequences ([(ids [T_i], cache_i)]) in one pass: the
+        matmuls see every row at once, attention runs per sequence. Each chunk's keys and
+        values join its cache; returns each chunk's last hidden state [n, hidden]."""
         c = self.config
-        count, start = ids.shape[0], cache.length
-        if count == 1:
-            return self._decode_step(ids, cache)
-        cache.reserve(start + count)
-        cos, sin = self.rotary.at(start, count)
-        mask = _causal_mask(start, count)
-        x = self.embedding(ids)
+        counts = [ids.shape[0] for ids, _ in chunks]
+        starts = [cache.length for _, cache in chunks]
+        if sum(counts) == len(chunks):  # one token each: the decode step's path
+            return self._decode_hidden(
+                torch.cat([ids for ids, _ in chunks]), [c for _, c in chunks]
+            )
+        for (_, cache), start, count in zip(chunks, starts, counts, strict=True):
+            cache.reserve(start + count)
+        positions = [
+            p for start, n in zip(starts, counts, strict=True) for p in range(start, start + n)
+        ]
+        cos, sin = self.rotary.rows(positions)
+        cos, sin = cos[:, None], sin[:, None]  # [N, 1, D]
+        x = self.embedding(torch.cat([ids for ids, _ in chunks]))  # [N, hidden]
+        rows = x.shape[0]
         q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
+        offsets = [0, *itertools.accumulate(counts)]
         for index, layer in enumerate(self.layers):
             h = layer.attn_norm(x)
             qk, v = torch.split(layer.qkv(h), [q_size + kv_size, kv_size], dim=-1)
             # Queries and keys share one norm call and one rotation: half the small ops.
-            qk = qk.view(count, c.heads + c.kv_heads, c.head_dim)
+            qk = qk.view(rows, c.heads + c.kv_heads, c.head_dim)
             if layer.qk_norm is not None:
                 qk = layer.qk_norm(qk)
-            qk = apply_rotary(qk, cos, sin).transpose(0, 1)  # [heads + kv_heads, T, D]
-            q, k = qk[: c.heads], qk[c.heads :]
-            v = v.view(count, c.kv_heads, c.head_dim).transpose(0, 1)
-            keys, values = cache.write(index, k, v)
-            attended = functional.scaled_dot_product_attention(
-                q[None],
-                keys,
-                values,
-                attn_mask=mask,
-                is_causal=mask is None,
-                scale=1.0,  # folded into the query projection
-                enable_gqa=c.heads != c.kv_heads,
-            )[0]
-            x = x + layer.out(attended.transpose(0, 1).reshape(count, q_size))
+            qk = apply_rotary(qk, cos, sin)
+            v = v.view(rows, c.kv_heads, c.head_dim)
+            attended = [
+                self._attend(index, qk[lo:hi].transpose(0, 1), v[lo:hi].transpose(0, 1), cache)
+                for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False)
+            ]
+            joined = attended[0] if len(attended) == 1 else torch.cat(attended)
+            x = x + layer.out(joined)
             h = layer.mlp_norm(x)
             gate, up = layer.gate_up(h).chunk(2, dim=-1)
             x = x + layer.down(functional.silu(gate) * up)
-        cache.length = start + count
-        last = self.final_norm(x[-1:])
-        return self.head(last)[0].float()
+        for (_, cache), count in zip(chunks, counts, strict=True):
+            cache.length += count
+        return x[[end - 1 for end in offsets[1:]]]
 
-    def _decode_step(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """forward() for one token, written for the fewest ops: this runs once per token."""
+    def _attend(
+        self, index: int, qk: torch.Tensor, v: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """One sequence's chunk: rotated qk [heads + kv_heads, T, D] and v [kv_heads, T, D]
+        after its cached tokens -> attended [T, heads * D]; k and v join the cache."""
         c = self.config
-        position = cache.length
-        length = position + 1
-        cache.reserve(length)
-        cos, sin = self.rotary.at(position, 1)
+        count, start = qk.shape[1], cache.length
+        keys, values = cache.write(index, qk[c.heads :], v)
+        attended = functional.scaled_dot_product_attention(
+            qk[None, : c.heads],
+            keys,
+            values,
+            attn_mask=_causal_mask(start, count),
+            is_causal=start == 0,  # else the mask (or, for one token, every cached key)
+            scale=1.0,  # folded into the query projection
+            enable_gqa=c.heads != c.kv_heads,
+        )[0]
+        return attended.transpose(0, 1).reshape(count, c.heads * c.head_dim)
+
+    def decode(self, ids: torch.Tensor, caches: Sequence[KVCache]) -> torch.Tensor:
+        """ids [B], one new token for each of B sequences -> fp32 logits [B, vocab]; each
+        cache advances by one. A row's result does not depend on the others (the fused
+        step and the packed head compute each row alone)."""
+        return self.logits(self._decode_hidden(ids, caches))
+
+    def _decode_hidden(self, ids: torch.Tensor, caches: Sequence[KVCache]) -> torch.Tensor:
+        """decode() up to the last hidden states [B, hidden], before the final norm."""
+        positions = [cache.length for cache in caches]
+        for cache in caches:
+            cache.reserve(cache.length + 1)
+        cos, sin = self.rotary.rows(positions)  # [B, D]
+        x = self.embedding(ids)  # [B, hidden]
         if self.fused is not None:
-            x = self.fused(self.embedding(ids), cache, cos, sin)
-            cache.length = length
-            return self.head(self.final_norm(x))[0].float()
-        cos, sin = cos[0], sin[0]  # [1, D]
+            x = self.fused(x, caches, cos, sin)
+        else:
+            x = self._decode_layers(x, caches, positions, cos, sin)
+        for cache in caches:
+            cache.length += 1
+        return x
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Last hidden states [B, hidden] -> fp32 logits [B, vocab]."""
+        normed = self.final_norm(x)
+        if isinstance(self.head, PackedLinear):
+            return self.head.rows_kernel(normed)  # a batch of rows, never a prompt GEMM
+        return self.head(normed).float()
+
+    def _decode_layers(
+        self,
+        x: torch.Tensor,
+        caches: Sequence[KVCache],
+        positions: Sequence[int],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """The decode step in torch ops (schemes off the compiled kernel), written for the
+        fewest ops: this runs once per token."""
+        c = self.config
+        batch = x.shape[0]
         qk_rows = c.heads + c.kv_heads
         split = qk_rows * c.head_dim
         roll = c.head_dim // 2
         fp32_softmax = self.dtype != torch.float32
-        x = self.embedding(ids)  # [1, hidden]
+        cos, sin = cos[:, None], sin[:, None]  # [B, 1, D]
+        attended = torch.empty(batch, c.heads * c.head_dim, dtype=self.dtype)
         for index, layer in enumerate(self.layers):
-            qkv = layer.qkv(layer.attn_norm(x))[0]
-            qk = qkv[:split].view(qk_rows, c.head_dim)
+            qkv = layer.qkv(layer.attn_norm(x))
+            qk = qkv[:, :split].view(batch, qk_rows, c.head_dim)
             if layer.qk_norm is not None:
                 qk = layer.qk_norm(qk)
-            qk = torch.addcmul(qk * cos, qk.roll(roll, dims=-1), sin)  # rotary, see apply_rotary
-            keys, values = cache.keys[index], cache.values[index]  # [kv_heads, capacity, D]
-            keys[:, position] = qk[c.heads :]
-            values[:, position] = qkv[split:].view(c.kv_heads, c.head_dim)
-            # Grouped-query attention as two batched matmuls: a group of query heads shares
-            # one K/V head. SDPA costs the same here with more ops around it.
-            grouped = qk[: c.heads].view(c.kv_heads, -1, c.head_dim)
-            scores = torch.bmm(grouped, keys[:, :length].transpose(1, 2))  # [kv, group, L]
-            weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
-            if fp32_softmax:
-                weights = weights.to(self.dtype)
-            attended = torch.bmm(weights, values[:, :length]).view(1, -1)
+            qk = torch.addcmul(qk * cos, qk.roll(roll, dims=-1), sin)  # see apply_rotary
+            new_values = qkv[:, split:].view(batch, c.kv_heads, c.head_dim)
+            for row, (cache, position) in enumerate(zip(caches, positions, strict=True)):
+                length = position + 1
+                keys, values = cache.keys[index], cache.values[index]  # [kv, capacity, D]
+                keys[:, position] = qk[row, c.heads :]
+                values[:, position] = new_values[row]
+                # Grouped-query attention as two batched matmuls: a group of query heads
+                # shares one K/V head. SDPA costs the same here with more ops around it.
+                grouped = qk[row, : c.heads].view(c.kv_heads, -1, c.head_dim)
+                scores = torch.bmm(grouped, keys[:, :length].transpose(1, 2))  # [kv, g, L]
+                weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
+                if fp32_softmax:
+                    weights = weights.to(self.dtype)
+                attended[row] = torch.bmm(weights, values[:, :length]).view(-1)
             x = x + layer.out(attended)
             gate, up = layer.gate_up(layer.mlp_norm(x)).chunk(2, dim=-1)
             x = x + layer.down(functional.silu(gate) * up)
-        cache.length = length
-        return self.head(self.final_norm(x))[0].float()
+        return x
 
 
 def _causal_mask(start: int, count: int) -> torch.Tensor | None:
-    """Needed only when several new tokens follow cached ones (a reused prefix)."""
+    """Needed only when several new tokens follow cached ones (a reused prefix or a chunk)."""
     if start == 0 or count == 1:
         return None
     new = torch.arange(count)[:, None] + start

@@ -114,6 +114,12 @@ class PackedLinear:
         if rows >= PREFILL_ROWS:  # a prompt: torch's bf16 GEMM beats this kernel
             dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight()).float()
             return dense if self.bias is None else dense + self.bias
+        return self.rows_kernel(x)
+
+    def rows_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] on the kernel whatever M: each row computed alone (a decode
+        batch's rows must not depend on each other)."""
+        rows = x.shape[0]
         x = x.float().contiguous()
         out = torch.empty(rows, self.out_features)
         w = self.weight

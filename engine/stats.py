@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from engine.events import ReplyStats
+from engine.prefix_cache import PrefixUsage
 
 _WINDOW = 1000  # recent replies kept for percentiles
 
@@ -67,6 +68,17 @@ class StatsSnapshot:
     rss_bytes: int
     cpu_percent: float
     config: EffectiveConfig | None
+    batch_size: int = 0  # sequences in the last decode step
+    batch_mean: float = 0.0  # over recent decode steps
+    prefix_lookups: int = 0  # replies that looked for a kept conversation state
+    prefix_hits: int = 0
+    prefix_tokens_saved: int = 0  # prompt tokens not read again thanks to kept state
+    kv_kept_bytes: int = 0  # memory of kept conversation states
+
+    @property
+    def prefix_hit_rate(self) -> float:
+        """Share of replies that continued from kept state."""
+        return self.prefix_hits / self.prefix_lookups if self.prefix_lookups else 0.0
 
     @property
     def cache_hit_rate(self) -> float:
@@ -90,6 +102,8 @@ class EngineStats:
     _tps: deque[float] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     _queue_depth: int = 0
     _queue_depth_max: int = 0
+    _batches: deque[int] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _prefix: PrefixUsage | None = None
     _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,10 +135,21 @@ class EngineStats:
             self._queue_depth = depth
             self._queue_depth_max = max(self._queue_depth_max, depth)
 
+    def record_step(self, batch_size: int) -> None:
+        """Count one decode step of batch_size sequences."""
+        with self._lock:
+            self._batches.append(batch_size)
+
+    def set_prefix_usage(self, usage: PrefixUsage) -> None:
+        """The kept-state cache's counters as of now."""
+        with self._lock:
+            self._prefix = usage
+
     def snapshot(self) -> StatsSnapshot:
         """Copy the counters, with process RSS and CPU % read now."""
         with self._lock:
             latency, ttft, tps = list(self._latency), list(self._ttft), list(self._tps)
+            batches, prefix = list(self._batches), self._prefix
             snapshot = StatsSnapshot(
                 requests=self._requests,
                 errors=dict(self._errors),
@@ -142,5 +167,11 @@ class EngineStats:
                 # CPU % since the previous /stats (or start-up), summed over cores.
                 cpu_percent=self._process.cpu_percent(interval=None),
                 config=self.config,
+                batch_size=batches[-1] if batches else 0,
+                batch_mean=statistics.fmean(batches) if batches else 0.0,
+                prefix_lookups=prefix.lookups if prefix else 0,
+                prefix_hits=prefix.hits if prefix else 0,
+                prefix_tokens_saved=prefix.tokens_saved if prefix else 0,
+                kv_kept_bytes=prefix.bytes_in_use if prefix else 0,
             )
         return snapshot

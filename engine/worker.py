@@ -1,18 +1,26 @@
-"""The one thread that owns the model: it loads it, then runs queued replies in order."""
+"""The one thread that owns the model: it loads it, then runs the batch step after step.
+
+Each step: drop cancelled sequences, let waiting ones join free batch places (fairly between
+users), read prompt chunks, decode one token for every running sequence, hand each token to
+its reply. A request joins at the next step and leaves the moment it ends.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from engine.bootstrap import LoadedModel
-from engine.errors import EngineError, GenerationFailed, Overloaded
-from engine.events import Queued
-from engine.reply_runner import Job, run_reply
+from engine.errors import EngineError, GenerationFailed, Overloaded, TooManyQueued
+from engine.events import FinishReason, Queued
+from engine.model_runner import ModelRunner
+from engine.prefix_cache import PrefixCache
+from engine.reply_output import Job, ReplyOutput
+from engine.scheduler import Scheduler, StepPlan
+from engine.sequence import Phase, Sequence
 from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
@@ -25,18 +33,33 @@ class Failed:
     error: EngineError
 
 
-class Worker:
-    """Admission-controlled FIFO in front of a single model-owning thread."""
+@dataclass(frozen=True)
+class WorkerLimits:
+    """How much the worker takes on."""
 
-    def __init__(self, capacity: int, stats: EngineStats) -> None:
-        self._capacity = capacity
+    queue_size: int  # waiting requests before Overloaded
+    per_owner: int  # waiting requests of one user before TooManyQueued
+    max_batch: int  # sequences decoding together
+    prefill_tokens: int  # prompt tokens read per step (a long prompt is read in chunks)
+
+
+class Worker:
+    """Admission control and a fair queue in front of a single model-owning thread."""
+
+    def __init__(
+        self, limits: WorkerLimits, stats: EngineStats, prefix_cache: PrefixCache | None
+    ) -> None:
+        self._limits = limits
         self._stats = stats
-        self._pending: deque[Job] = deque()
-        self._running: Job | None = None
+        self._prefix_cache = prefix_cache
+        self._scheduler = Scheduler(limits.max_batch, limits.prefill_tokens)
+        self._sequences: dict[Job, Sequence] = {}
+        self._told: dict[Sequence, int] = {}  # the queue position each waiting job was told
         self._closed = False
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._bundle: LoadedModel | None = None
+        self._runner: ModelRunner | None = None
 
     def start(self, load: Callable[[], LoadedModel]) -> Future[LoadedModel]:
         """Start the thread; it runs load() first. The future resolves when the model is ready."""
@@ -49,82 +72,163 @@ class Worker:
 
     @property
     def busy(self) -> bool:
-        """A job is running or waiting."""
+        """A request is running or waiting."""
         with self._condition:
-            return self._running is not None or bool(self._pending)
+            return bool(self._sequences)
 
     def submit(self, job: Job) -> int:
-        """Queue a job; returns how many run before it. Raises Overloaded when full."""
+        """Queue a job; returns how many start before it (0: it joins at the next step).
+        Raises Overloaded when the queue is full, TooManyQueued when its user's share is."""
         with self._condition:
-            if self._closed:
+            if self._closed or self._bundle is None:
                 raise GenerationFailed("the engine is shutting down")
-            if len(self._pending) >= self._capacity:
-                raise Overloaded(len(self._pending))
-            ahead = len(self._pending) + (1 if self._running is not None else 0)
-            self._pending.append(job)
-            self._stats.set_queue_depth(self._waiting())
+            scheduler = self._scheduler
+            if len(scheduler.waiting) >= self._limits.queue_size:
+                raise Overloaded(len(scheduler.waiting))
+            output = ReplyOutput(job, self._bundle.tokenizer, self._bundle.stop_ids)
+            sequence = Sequence(job, output)
+            if scheduler.queued_by(sequence.owner) >= self._limits.per_owner:
+                raise TooManyQueued(self._limits.per_owner)
+            self._sequences[job] = sequence
+            scheduler.add(sequence)
+            ahead = scheduler.positions()[sequence]
+            self._told[sequence] = ahead
+            self._announce_positions()
             self._condition.notify()
         return ahead
 
     def withdraw(self, job: Job) -> None:
-        """Cancel a job: dropped if still queued, stopped at the next token if running."""
+        """Cancel a job: dropped if still queued, stopped at the next step if running."""
         job.cancelled.set()
         with self._condition:
-            if job in self._pending:
-                self._pending.remove(job)
+            sequence = self._sequences.get(job)
+            if sequence is not None and self._scheduler.withdraw(sequence):
+                del self._sequences[job]
+                self._told.pop(sequence, None)
                 self._announce_positions()
+
+    def forget(self, conversation: str) -> None:
+        """Drop a conversation's kept state (its history was reset)."""
+        if self._prefix_cache is not None:
+            self._prefix_cache.forget(conversation)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse new work, cancel everything queued or running, and wait for the thread."""
         with self._condition:
             self._closed = True
-            for job in self._pending:
-                job.cancelled.set()
-                job.emit(Failed(GenerationFailed("the engine is shutting down")))
-            self._pending.clear()
-            if self._running is not None:
-                self._running.cancelled.set()
+            for sequence in self._scheduler.waiting:
+                sequence.job.cancelled.set()
+                sequence.job.emit(Failed(GenerationFailed("the engine is shutting down")))
+                self._sequences.pop(sequence.job, None)
+            self._scheduler.waiting.clear()
+            for sequence in self._scheduler.running:
+                sequence.job.cancelled.set()
             self._condition.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def _waiting(self) -> int:
-        """Jobs that must wait: an idle worker takes the first pending one at once."""
-        return max(0, len(self._pending) - (0 if self._running is not None else 1))
-
     def _announce_positions(self) -> None:
-        """Tell every waiting job its new place in line (caller holds the lock)."""
-        self._stats.set_queue_depth(self._waiting())
-        busy = 1 if self._running is not None else 0
-        for index, waiting in enumerate(self._pending):
-            waiting.emit(Queued(ahead=index + busy))
-
-    def _next_job(self) -> Job | None:
-        with self._condition:
-            while not self._pending and not self._closed:
-                self._condition.wait()
-            if self._closed:
-                return None
-            job = self._pending.popleft()
-            self._running = job
-            self._announce_positions()
-            return job
+        """Tell every waiting job whose place changed where it stands (caller holds the lock)."""
+        positions = self._scheduler.positions()
+        self._stats.set_queue_depth(sum(1 for ahead in positions.values() if ahead > 0))
+        for sequence, ahead in positions.items():
+            if self._told.get(sequence) != ahead:
+                self._told[sequence] = ahead
+                sequence.job.emit(Queued(ahead=ahead))
 
     def _run(self, load: Callable[[], LoadedModel], ready: Future[LoadedModel]) -> None:
         try:
-            self._bundle = load()
+            bundle = load()
+            runner = ModelRunner(bundle, self._prefix_cache)
         except BaseException as error:  # noqa: BLE001  every load failure goes to the caller
             ready.set_exception(error)
             return
-        ready.set_result(self._bundle)
-        while (job := self._next_job()) is not None:
-            try:
-                if not job.cancelled.is_set():
-                    run_reply(self._bundle, job)
-            except Exception as error:  # one failed reply must not kill the worker
-                log.exception("generation failed")
-                job.emit(Failed(GenerationFailed(f"{type(error).__name__}: {error}")))
-            finally:
-                with self._condition:
-                    self._running = None
+        with self._condition:
+            self._bundle, self._runner = bundle, runner
+            self._scheduler.chunked = runner.native
+        ready.set_result(bundle)
+        while self._next_step():
+            pass
         log.debug("engine worker stopped")
+
+    def _next_step(self) -> bool:
+        """Run one step; False once the worker is closed and idle."""
+        with self._condition:
+            scheduler = self._scheduler
+            while not scheduler.waiting and not scheduler.running and not self._closed:
+                self._condition.wait()
+            if self._closed and not scheduler.running:
+                return False
+            cancelled = [s for s in scheduler.running if s.job.cancelled.is_set()]
+            for sequence in cancelled:
+                scheduler.finish(sequence)
+            joining = scheduler.admit()
+            for sequence in joining:
+                self._told.pop(sequence, None)
+            self._announce_positions()
+        for sequence in cancelled:
+            self._end(sequence, "cancelled")
+        for sequence in joining:
+            self._join(sequence)
+        plan = scheduler.plan()
+        if not plan.empty:
+            self._step(plan)
+        return True
+
+    def _join(self, sequence: Sequence) -> None:
+        assert self._runner is not None
+        sequence.output.start()
+        try:
+            self._runner.attach(sequence)
+        except Exception as error:  # one request's failure must not stop the others
+            log.exception("could not start a reply")
+            self._fail([sequence], error)
+
+    def _step(self, plan: StepPlan) -> None:
+        """Read this step's prompt chunks, then decode one token for every decoding sequence."""
+        assert self._runner is not None
+        if plan.prefill:
+            try:
+                sampled = self._runner.prefill(plan.prefill)
+            except Exception as error:  # the chunks' sequences fail, the batch goes on
+                log.exception("reading a prompt failed")
+                self._fail([sequence for sequence, _ in plan.prefill], error)
+                sampled = []
+            for sequence, token in sampled:
+                sequence.phase = Phase.DECODE
+                self._accept(sequence, token)
+        decoding = [s for s in plan.decode if s.phase is Phase.DECODE]
+        if decoding:
+            try:
+                tokens = self._runner.decode(decoding)
+            except Exception as error:  # the batch fails together: no way to tell whose
+                log.exception("a decode step failed")
+                self._fail(decoding, error)
+                return
+            for sequence, token in zip(decoding, tokens, strict=True):
+                self._accept(sequence, token)
+            self._stats.record_step(len(decoding))
+
+    def _accept(self, sequence: Sequence, token: int) -> None:
+        sequence.generated.append(token)
+        if sequence.output.push(token):
+            self._end(sequence, None)
+
+    def _end(self, sequence: Sequence, reason: FinishReason | None) -> None:
+        """A sequence leaves: its reply is finished and its state kept or freed."""
+        assert self._runner is not None
+        with self._condition:
+            self._scheduler.finish(sequence)
+            self._sequences.pop(sequence.job, None)
+        sequence.output.close(reason)
+        self._runner.release(sequence)
+        if self._prefix_cache is not None:
+            self._stats.set_prefix_usage(self._prefix_cache.usage())
+
+    def _fail(self, sequences: list[Sequence], error: Exception) -> None:
+        for sequence in sequences:
+            with self._condition:
+                self._scheduler.finish(sequence)
+                self._sequences.pop(sequence.job, None)
+            sequence.state = None  # possibly half-written: never kept
+            sequence.job.emit(Failed(GenerationFailed(f"{type(error).__name__}: {error}")))

@@ -134,74 +134,121 @@ static void add_bias(float *x, const float *bias, int64_t n) {
         for (int64_t i = 0; i < n; i++) x[i] += bias[i];
 }
 
-/* x [hidden]: the new token's embedding in, its last hidden state (before the final norm)
- * out. Its keys and values are written at `position` of the cache. Returns 0, or -1 when
- * scratch memory cannot be had. */
-int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, float *x,
-                   float *keys, float *values, int64_t capacity, int64_t position,
-                   const float *cos, const float *sin, int threads) {
+/* Where one sequence of the batch keeps its KV cache and its new token's rotation. */
+typedef struct {
+    float *keys, *values;    /* [layers, kv_heads, capacity, head_dim] each */
+    int64_t capacity, position; /* the new token goes to `position` */
+    const float *cos, *sin;  /* [head_dim] at `position` (sin sign-folded) */
+} SequenceSlot;
+
+/* Scratch of one decode step: every buffer holds `batch` rows. */
+typedef struct {
+    float *normed, *projected, *attended, *scores, *scratch, *residual;
+    Activations *activations; /* one per row: quantised by one thread, read by all */
+    int64_t batch;
+} StepScratch;
+
+static void scratch_free(StepScratch *s) {
+    free(s->normed); free(s->projected); free(s->attended); free(s->scores); free(s->scratch); free(s->residual);
+    for (int64_t b = 0; s->activations && b < s->batch; b++) qb_activations_free(s->activations + b);
+    free(s->activations);
+}
+
+static int scratch_alloc(StepScratch *s, const DecoderShape *shape, int64_t batch, int64_t longest) {
+    const int64_t hidden = shape->hidden, d = shape->head_dim, inter = shape->intermediate;
+    const int64_t q_size = shape->heads * d, qkv_rows = q_size + 2 * shape->kv_heads * d;
+    const int64_t widest = qkv_rows > 2 * inter ? qkv_rows : 2 * inter;
+    const int64_t widest_input = hidden > inter ? (hidden > q_size ? hidden : q_size) : (inter > q_size ? inter : q_size);
+    const size_t rows = (size_t)batch;
+    memset(s, 0, sizeof *s);
+    s->batch = batch;
+    s->normed = malloc(sizeof(float) * rows * (size_t)(hidden > inter ? hidden : inter));
+    s->projected = malloc(sizeof(float) * rows * (size_t)widest);
+    s->attended = malloc(sizeof(float) * rows * (size_t)q_size);
+    s->scores = malloc(sizeof(float) * rows * (size_t)(shape->heads * longest));
+    s->scratch = malloc(sizeof(float) * rows * (size_t)d);
+    s->residual = malloc(sizeof(float) * rows * (size_t)hidden);
+    s->activations = calloc(rows, sizeof(Activations));
+    int failed = !s->normed || !s->projected || !s->attended || !s->scores || !s->scratch || !s->residual || !s->activations;
+    for (int64_t b = 0; b < batch && !failed; b++) failed = qb_activations_alloc(s->activations + b, widest_input) != 0;
+    if (failed) scratch_free(s);
+    return failed ? -1 : 0;
+}
+
+/* x [batch, hidden]: each sequence's new token embedding in, its last hidden state (before
+ * the final norm) out. Its keys and values are written at its slot's position. Each row's
+ * arithmetic is the same whatever the batch, so a reply does not depend on its company.
+ * Returns 0, or -1 when scratch memory cannot be had. */
+int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_t batch,
+                   float *x, const SequenceSlot *slots, int threads) {
     const int64_t hidden = shape->hidden, d = shape->head_dim, heads = shape->heads;
     const int64_t kv_heads = shape->kv_heads, group = heads / kv_heads;
-    const int64_t q_size = heads * d, kv_size = kv_heads * d, length = position + 1;
+    const int64_t q_size = heads * d, kv_size = kv_heads * d;
     const int64_t qkv_rows = q_size + 2 * kv_size, inter = shape->intermediate;
     const int64_t widest = qkv_rows > 2 * inter ? qkv_rows : 2 * inter;
-    const int64_t layer_stride = kv_heads * capacity * d;
+    const int64_t normed_width = hidden > inter ? hidden : inter;
     const int bits = (int)shape->bits;
-    float *normed = malloc(sizeof(float) * (size_t)(hidden > inter ? hidden : inter));
-    float *projected = malloc(sizeof(float) * (size_t)widest);
-    float *attended = malloc(sizeof(float) * (size_t)q_size);
-    float *scores = malloc(sizeof(float) * (size_t)(heads * length));
-    float *scratch = malloc(sizeof(float) * (size_t)(d + hidden));
-    const int64_t widest_input = hidden > inter ? (hidden > q_size ? hidden : q_size) : (inter > q_size ? inter : q_size);
-    Activations activations; /* shared by the threads: quantised by one, read by all */
-    const int no_activations = qb_activations_alloc(&activations, widest_input) != 0;
-    const int failed = !normed || !projected || !attended || !scores || !scratch || no_activations;
+    int64_t longest = 1;
+    for (int64_t b = 0; b < batch; b++)
+        if (slots[b].position + 1 > longest) longest = slots[b].position + 1;
+    StepScratch s;
+    const int failed = scratch_alloc(&s, shape, batch, longest) != 0;
+    Activations *act = s.activations;
 #pragma omp parallel num_threads(threads) if (!failed)
     for (int64_t index = 0; index < (failed ? 0 : shape->layers); index++) {
         const DecoderLayer *layer = layers + index;
-        float *layer_keys = keys + index * layer_stride, *layer_values = values + index * layer_stride;
-#pragma omp single
-        {
-            rms_norm(x, layer->attn_norm, hidden, shape->hidden_floor, normed);
-            qb_quantize(normed, hidden, bits, &activations);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            rms_norm(x + b * hidden, layer->attn_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
+            qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
         }
-        qb_rows_dot(layer->qkv, layer->qkv_scales, bits, &activations, qkv_rows, hidden, projected);
-#pragma omp single
-        {
+        qb_rows_dot_batch(layer->qkv, layer->qkv_scales, bits, act, batch, qkv_rows, hidden, s.projected);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const SequenceSlot *slot = slots + b;
+            float *projected = s.projected + b * widest;
+            const int64_t stride = kv_heads * slot->capacity * d;
+            float *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
             add_bias(projected, layer->qkv_bias, qkv_rows);
-            position_heads(projected, heads + kv_heads, d, layer->qk_norm, shape->head_floor, cos, sin, scratch);
+            position_heads(projected, heads + kv_heads, d, layer->qk_norm, shape->head_floor, slot->cos, slot->sin, s.scratch + b * d);
             for (int64_t h = 0; h < kv_heads; h++) {
-                memcpy(layer_keys + (h * capacity + position) * d, projected + q_size + h * d, sizeof(float) * (size_t)d);
-                memcpy(layer_values + (h * capacity + position) * d, projected + q_size + kv_size + h * d, sizeof(float) * (size_t)d);
+                memcpy(layer_keys + (h * slot->capacity + slot->position) * d, projected + q_size + h * d, sizeof(float) * (size_t)d);
+                memcpy(layer_values + (h * slot->capacity + slot->position) * d, projected + q_size + kv_size + h * d, sizeof(float) * (size_t)d);
             }
         }
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t h = 0; h < heads; h++) {
+                const SequenceSlot *slot = slots + b;
+                const int64_t kv = h / group, stride = kv_heads * slot->capacity * d;
+                const float *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
+                attend(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
+                       layer_values + kv * slot->capacity * d, slot->position + 1, d,
+                       s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
+            }
 #pragma omp for schedule(static)
-        for (int64_t h = 0; h < heads; h++) {
-            const int64_t kv = h / group;
-            attend(projected + h * d, layer_keys + kv * capacity * d, layer_values + kv * capacity * d,
-                   length, d, scores + h * length, attended + h * d);
+        for (int64_t b = 0; b < batch; b++) qb_quantize(s.attended + b * q_size, q_size, bits, act + b);
+        qb_rows_dot_batch(layer->out, layer->out_scales, bits, act, batch, hidden, q_size, s.residual);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            float *row = x + b * hidden, *added = s.residual + b * hidden;
+            add_bias(added, layer->out_bias, hidden);
+            for (int64_t i = 0; i < hidden; i++) row[i] += added[i];
+            rms_norm(row, layer->mlp_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
+            qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
         }
-#pragma omp single
-        qb_quantize(attended, q_size, bits, &activations);
-        qb_rows_dot(layer->out, layer->out_scales, bits, &activations, hidden, q_size, scratch + d);
-#pragma omp single
-        {
-            add_bias(scratch + d, layer->out_bias, hidden);
-            for (int64_t i = 0; i < hidden; i++) x[i] += scratch[d + i];
-            rms_norm(x, layer->mlp_norm, hidden, shape->hidden_floor, normed);
-            qb_quantize(normed, hidden, bits, &activations);
+        qb_rows_dot_batch(layer->gate_up, layer->gate_up_scales, bits, act, batch, 2 * inter, hidden, s.projected);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const float *projected = s.projected + b * widest;
+            silu_mul(projected, projected + inter, inter, s.normed + b * normed_width);
+            qb_quantize(s.normed + b * normed_width, inter, bits, act + b);
         }
-        qb_rows_dot(layer->gate_up, layer->gate_up_scales, bits, &activations, 2 * inter, hidden, projected);
-#pragma omp single
-        {
-            silu_mul(projected, projected + inter, inter, normed);
-            qb_quantize(normed, inter, bits, &activations);
-        }
-        qb_rows_dot(layer->down, layer->down_scales, bits, &activations, hidden, inter, scratch + d);
-#pragma omp single
-        for (int64_t i = 0; i < hidden; i++) x[i] += scratch[d + i];
+        qb_rows_dot_batch(layer->down, layer->down_scales, bits, act, batch, hidden, inter, s.residual);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < hidden; i++) x[b * hidden + i] += s.residual[b * hidden + i];
     }
-    free(normed); free(projected); free(attended); free(scores); free(scratch);
-    if (!no_activations) qb_activations_free(&activations);
+    if (!failed) scratch_free(&s);
     return failed ? -1 : 0;
 }

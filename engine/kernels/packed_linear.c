@@ -236,15 +236,17 @@ static inline void group_dot(const uint8_t *group, const uint16_t *group_scales,
 #endif
 }
 
-void qb_rows_dot(const uint8_t *packed, const uint16_t *packed_scales, int bits,
-                 const Activations *a, int64_t n, int64_t k, float *y) {
+void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int bits,
+                       const Activations *a, int64_t batch, int64_t n, int64_t k, float *y) {
+    const int64_t group_bytes = GROUP_ROWS * (k / PIECE) * piece_bytes(bits);
 #pragma omp for schedule(static)
-    for (int64_t group = 0; group < n / GROUP_ROWS; group++) {
-        float sums[GROUP_ROWS];
-        group_dot(packed + group * GROUP_ROWS * (k / PIECE) * piece_bytes(bits),
-                  packed_scales + piece_scales_at(group, 0, k, bits), bits, a, k, sums);
-        for (int r = 0; r < GROUP_ROWS; r++) y[group * GROUP_ROWS + r] = sums[r] * a->scale;
-    }
+    for (int64_t group = 0; group < n / GROUP_ROWS; group++)
+        for (int64_t row = 0; row < batch; row++) {
+            float sums[GROUP_ROWS];
+            group_dot(packed + group * group_bytes, packed_scales + piece_scales_at(group, 0, k, bits),
+                      bits, a + row, k, sums);
+            for (int r = 0; r < GROUP_ROWS; r++) y[row * n + group * GROUP_ROWS + r] = sums[r] * a[row].scale;
+        }
 }
 
 /* y [M, N] = x [M, K] @ W.T for a packed W. Returns 0, or -1 when scratch memory cannot

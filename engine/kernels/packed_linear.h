@@ -26,10 +26,12 @@ void qb_activations_free(Activations *a);
 /* Quantise x [K] into a (the 4-bit path needs the split parts too). */
 void qb_quantize(const float *x, int64_t k, int bits, Activations *a);
 
-/* y [N] = W @ x for a packed W of 8 or 4 bits and x quantised in a, the rows shared out
- * among the threads of the enclosing OpenMP parallel region (an orphaned `omp for`, with
- * its closing barrier). */
-void qb_rows_dot(const uint8_t *packed, const uint16_t *packed_scales, int bits,
-                 const Activations *a, int64_t n, int64_t k, float *y);
+/* y [batch, N] = W @ x for each of `batch` rows of activations a[0..batch), for a packed
+ * W of 8 or 4 bits. The weight groups are shared out among the threads of the enclosing
+ * OpenMP parallel region (an orphaned `omp for`, with its closing barrier); each group
+ * meets every row while it sits in L1, so a batch reads the weights once, and a row's sums
+ * do not depend on the batch. */
+void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int bits,
+                       const Activations *a, int64_t batch, int64_t n, int64_t k, float *y);
 
 #endif

@@ -81,7 +81,8 @@ async def test_cancelling_the_task_stops_generation(engine: Engine) -> None:
 
 
 async def test_full_queue_refuses_at_once(engine_settings: EngineSettings) -> None:
-    engine = Engine(engine_settings.model_copy(update={"queue_size": 1}))
+    # One reply at a time, so the second waits in the queue.
+    engine = Engine(engine_settings.model_copy(update={"queue_size": 1, "max_batch": 1}))
     await engine.start()
     long = request("first", max_new_tokens=3000)
     first = engine.stream(long)
@@ -99,7 +100,7 @@ async def test_full_queue_refuses_at_once(engine_settings: EngineSettings) -> No
 
 
 async def test_queued_request_hears_its_position_move(engine_settings: EngineSettings) -> None:
-    engine = Engine(engine_settings.model_copy(update={"queue_size": 4}))
+    engine = Engine(engine_settings.model_copy(update={"queue_size": 4, "max_batch": 1}))
     await engine.start()
     running = engine.stream(request("one", max_new_tokens=40))
     try:

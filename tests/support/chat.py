@@ -21,24 +21,33 @@ async def collect(engine: Engine, req: GenerationRequest) -> list[EngineEvent]:
 
 
 class ForwardCounter:
-    """Wraps a model's forward to count calls (one per prefill or decode step)."""
+    """Wraps a model's forward passes to count calls (one per prompt pass or decode step):
+    the native decoder's read_prompts and decode, else transformers' forward."""
 
     def __init__(self, model: Any, fail_on_call: int | None = None) -> None:
         self.calls = 0
         self._model = model
-        self._inner: Callable[..., Any] = model.forward
+        names = [name for name in ("read_prompts", "decode") if hasattr(model, name)]
+        self._inner: dict[str, Callable[..., Any]] = {
+            name: getattr(model, name) for name in names or ["forward"]
+        }
         self._fail_on_call = fail_on_call
-        model.forward = self
+        for name, inner in self._inner.items():
+            setattr(model, name, self._counting(inner))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        if self.calls == self._fail_on_call:
-            raise RuntimeError("injected failure inside the model")
-        return self._inner(*args, **kwargs)
+    def _counting(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == self._fail_on_call:
+                raise RuntimeError("injected failure inside the model")
+            return inner(*args, **kwargs)
+
+        return call
 
     def restore(self) -> None:
-        """Put the original forward back."""
-        self._model.forward = self._inner
+        """Put the original methods back."""
+        for name, inner in self._inner.items():
+            setattr(self._model, name, inner)
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 30.0) -> None:

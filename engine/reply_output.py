@@ -1,0 +1,94 @@
+"""One reply's output on the worker thread: detokenise, hide think blocks, time, emit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from engine.decode_loop import SamplingParams
+from engine.detokenizer import IncrementalDetokenizer
+from engine.events import Finished, FinishReason, ReplyStats, Started, TokenText
+from engine.think_filter import ThinkFilter
+
+
+@dataclass(eq=False)
+class Job:
+    """A prepared request waiting for, or running on, the worker."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    starts_in_think: bool
+    emit: Callable[[object], None]  # thread-safe hand-off to the waiting consumer
+    owner: str | None = None  # who asked (a user): the fairness unit of the queue
+    conversation: str | None = None  # the chat it continues: whose retained state it may take
+    submitted_at: float = field(default_factory=time.perf_counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class ReplyOutput:
+    """Turns a job's sampled tokens into Started, TokenText... and Finished events."""
+
+    def __init__(
+        self, job: Job, tokenizer: PreTrainedTokenizerBase, stop_ids: frozenset[int]
+    ) -> None:
+        self.job = job
+        self.stop_ids = frozenset() if job.params.ignore_stop else stop_ids
+        self.token_ids: list[int] = []  # generated, stop token excluded
+        self.finish: FinishReason | None = None
+        self.reused_tokens = 0  # prompt tokens taken from a retained conversation
+        self._detokenizer = IncrementalDetokenizer(tokenizer)
+        self._think = ThinkFilter(starts_inside=job.starts_in_think)
+        self._visible: list[str] = []
+        self._started_at = time.perf_counter()
+        self._first_at: float | None = None
+        self._last_at = self._started_at
+
+    def start(self) -> None:
+        """The job leaves the queue: its prompt is about to be read."""
+        self._started_at = self._last_at = time.perf_counter()
+        self.job.emit(Started(prompt_tokens=len(self.job.prompt_ids)))
+
+    def push(self, token: int) -> bool:
+        """Take one sampled token; True when the reply is complete (stop or length)."""
+        self._last_at = time.perf_counter()
+        if self._first_at is None:
+            self._first_at = self._last_at
+        if token in self.stop_ids:
+            self.finish = "stop"
+            return True
+        self.token_ids.append(token)
+        self._show(self._think.push(self._detokenizer.push(token)))
+        if len(self.token_ids) >= self.job.params.max_new_tokens:
+            self.finish = "length"
+            return True
+        return False
+
+    def close(self, reason: FinishReason | None = None) -> Finished:
+        """Flush what is held back and emit Finished (reason: why, if not already known)."""
+        finish: FinishReason = self.finish or reason or "cancelled"
+        self._show(self._think.push(self._detokenizer.flush()) + self._think.flush())
+        generated = len(self.token_ids)
+        first_at = self._first_at if self._first_at is not None else self._last_at
+        window = self._last_at - first_at
+        stats = ReplyStats(
+            prompt_tokens=len(self.job.prompt_ids),
+            generated_tokens=generated,
+            ttft_s=first_at - self._started_at,
+            decode_tps=(generated - 1) / window if generated > 1 and window > 0 else 0.0,
+            total_s=self._last_at - self.job.submitted_at,
+            queue_wait_s=self._started_at - self.job.submitted_at,
+            cache_hit=False,
+            reused_tokens=self.reused_tokens,
+        )
+        finished = Finished("".join(self._visible), stats, finish, tuple(self.token_ids))
+        self.job.emit(finished)
+        return finished
+
+    def _show(self, text: str) -> None:
+        if text:
+            self._visible.append(text)
+            self.job.emit(TokenText(text))
