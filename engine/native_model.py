@@ -243,7 +243,7 @@ class NativeDecoder:
         offsets = [0, *itertools.accumulate(counts)]
         for index, layer in enumerate(self.layers):
             h = layer.attn_norm(x)
-            qk, v = torch.split(layer.qkv(h), [q_size + kv_size, kv_size], dim=-1)
+            qk, v = torch.split(_prompt(layer.qkv, h), [q_size + kv_size, kv_size], dim=-1)
             # Queries and keys share one norm call and one rotation: half the small ops.
             qk = qk.view(rows, c.heads + c.kv_heads, c.head_dim)
             if layer.qk_norm is not None:
@@ -255,10 +255,9 @@ class NativeDecoder:
                 for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False)
             ]
             joined = attended[0] if len(attended) == 1 else torch.cat(attended)
-            x = x + layer.out(joined)
-            h = layer.mlp_norm(x)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(functional.silu(gate) * up)
+            x = x + _prompt(layer.out, joined)
+            gate, up = _prompt(layer.gate_up, layer.mlp_norm(x)).chunk(2, dim=-1)
+            x = x + _prompt(layer.down, functional.silu(gate) * up)
         for (_, cache), count in zip(chunks, counts, strict=True):
             cache.length += count
         return x[[end - 1 for end in offsets[1:]]]
@@ -352,6 +351,12 @@ class NativeDecoder:
             gate, up = layer.gate_up(layer.mlp_norm(x)).chunk(2, dim=-1)
             x = x + layer.down(functional.silu(gate) * up)
         return x
+
+
+def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
+    """A prompt pass's matmul: always the dense path on packed weights, so a prompt's numbers
+    do not depend on how many rows share its pass (its company in the batch)."""
+    return linear.dense(x) if isinstance(linear, PackedLinear) else linear(x)
 
 
 def _causal_mask(start: int, count: int) -> torch.Tensor | None:

@@ -18,10 +18,9 @@ from engine.native_kernels import pointer
 
 Bits = Literal[8, 4]
 
-GROUP_ROWS = 4  # GROUP_ROWS in packed_linear.c
-PIECE = 64  # PIECE in packed_linear.c
+TILE = 16  # TILE in packed_linear.c: rows interleaved together
 BLOCK = 32  # BLOCK in packed_linear.c: weights per scale
-CHUNK_ROWS = 8192  # rows quantised at a time (a multiple of GROUP_ROWS)
+CHUNK_ROWS = 8192  # rows quantised at a time (a multiple of TILE)
 # From this many rows on, torch's bf16 GEMM on de-quantised weights beats the kernel (measured
 # over Qwen3-0.6B's linears on 2 Zen 5 cores: equal at ~12 rows, 2.5x faster at 100).
 PREFILL_ROWS = 16
@@ -30,7 +29,7 @@ PREFILL_ROWS = 16
 class PackedWeights(NamedTuple):
     """A weight matrix in the kernel's packed layout."""
 
-    packed: torch.Tensor  # uint8: groups of 4 rows interleaved per 64 weights
+    packed: torch.Tensor  # uint8: tiles of 16 rows interleaved, 4 weights at a time
     scales: torch.Tensor  # fp16 block scales (and 4-bit minimums), packed alike
     bits: Bits
     out_features: int
@@ -50,7 +49,7 @@ class PackedWeights(NamedTuple):
 def packed_fits(shape: tuple[int, ...]) -> bool:
     """Whether the packed layout takes a weight of this [N, K] shape."""
     n, k = shape
-    return n % GROUP_ROWS == 0 and k % PIECE == 0
+    return n % TILE == 0 and k % BLOCK == 0
 
 
 def block_quantise(rows: torch.Tensor, bits: Bits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,11 +109,14 @@ class PackedLinear:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] fp32 -> [M, N] fp32."""
-        rows = x.shape[0]
-        if rows >= PREFILL_ROWS:  # a prompt: torch's bf16 GEMM beats this kernel
-            dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight()).float()
-            return dense if self.bias is None else dense + self.bias
+        if x.shape[0] >= PREFILL_ROWS:  # torch's bf16 GEMM beats this kernel
+            return self.dense(x)
         return self.rows_kernel(x)
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] -> [M, N] by torch's bf16 GEMM on the de-quantised weights (prompts)."""
+        dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight()).float()
+        return dense if self.bias is None else dense + self.bias
 
     def rows_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] on the kernel whatever M: each row computed alone (a decode

@@ -31,6 +31,8 @@ class Scheduler:
         self.chunked = chunked  # False: a prompt is read whole (backends without chunking)
         self.waiting: list[Sequence] = []  # in arrival order
         self.running: list[Sequence] = []  # admitted, in admission order
+        self._admitted = 0  # admissions so far: a clock for round robin
+        self._served: dict[str, int] = {}  # owner -> when it last had a request admitted
 
     def add(self, sequence: Sequence) -> None:
         """Queue a new sequence."""
@@ -40,6 +42,7 @@ class Scheduler:
         """Drop a sequence that has not been admitted; False when it is not waiting."""
         if sequence in self.waiting:
             self.waiting.remove(sequence)
+            self._forget_if_idle(sequence.owner)
             return True
         return False
 
@@ -48,19 +51,28 @@ class Scheduler:
         sequence.phase = Phase.DONE
         if sequence in self.running:
             self.running.remove(sequence)
+        self._forget_if_idle(sequence.owner)
+
+    def _forget_if_idle(self, owner: str) -> None:
+        """An owner with nothing left waiting or running starts afresh when it returns."""
+        if not any(s.owner == owner for s in (*self.waiting, *self.running)):
+            self._served.pop(owner, None)
 
     def queued_by(self, owner: str) -> int:
         """Waiting sequences of one owner."""
         return sum(1 for sequence in self.waiting if sequence.owner == owner)
 
     def admission_order(self) -> list[Sequence]:
-        """Waiting sequences in the order they will join: round robin between owners, so
-        one user's flood waits behind everyone else's first request."""
+        """Waiting sequences in the order they will join: round robin between owners (an
+        owner's n-th request, counting those running, goes in round n; within a round the
+        owner served longest ago goes first), so one user's flood waits behind everyone
+        else's first request."""
         held = Counter(sequence.owner for sequence in self.running)
-        ranks: dict[Sequence, tuple[int, int]] = {}
-        for sequence in self.waiting:  # arrival order: an owner's n-th request gets rank n
-            ranks[sequence] = (held[sequence.owner], sequence.arrival)
-            held[sequence.owner] += 1
+        ranks: dict[Sequence, tuple[int, int, int]] = {}
+        for sequence in self.waiting:  # arrival order
+            owner = sequence.owner
+            ranks[sequence] = (held[owner], self._served.get(owner, -1), sequence.arrival)
+            held[owner] += 1
         return sorted(self.waiting, key=ranks.__getitem__)
 
     def positions(self) -> dict[Sequence, int]:
@@ -76,6 +88,8 @@ class Scheduler:
             self.waiting.remove(sequence)
             sequence.phase = Phase.PREFILL
             self.running.append(sequence)
+            self._served[sequence.owner] = self._admitted
+            self._admitted += 1
         return joining
 
     def plan(self) -> StepPlan:

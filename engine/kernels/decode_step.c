@@ -116,17 +116,68 @@ static void position_heads(float *qk, int64_t rows, int64_t d, const float *norm
     }
 }
 
-/* One query head's attention over positions 0..length-1 of its KV head. */
-static void attend(const float *query, const float *keys, const float *values, int64_t length,
-                   int64_t d, float *scores, float *out) {
-    for (int64_t t = 0; t < length; t++) scores[t] = dot(query, keys + t * d, d);
-    softmax(scores, length);
-    memset(out, 0, sizeof(float) * (size_t)d);
-    for (int64_t t = 0; t < length; t++) {
-        const float p = scores[t];
-        const float *v = values + t * d;
-        for (int64_t i = 0; i < d; i++) out[i] += p * v[i];
+#if QB_VNNI
+/* The sums of a, b, c and d's lanes, as [sum a, sum b, sum c, sum d]. */
+static inline __m128 sum_four(__m512 a, __m512 b, __m512 c, __m512 d) {
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    const __m512 all = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                     _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
+/* One query's scores against keys 0, 1, 2, ... four at a time (one horizontal sum per four
+ * keys instead of one per key); returns how many keys it scored (a multiple of 4). */
+static int64_t scores_by_four(const float *query, const float *keys, int64_t length, int64_t d, float *scores) {
+    __m512 q[16];
+    for (int64_t j = 0; j < d / 16; j++) q[j] = _mm512_loadu_ps(query + 16 * j);
+    int64_t t = 0;
+    for (; t + 4 <= length; t += 4) {
+        __m512 acc[4];
+        for (int u = 0; u < 4; u++) {
+            const float *key = keys + (t + u) * d;
+            acc[u] = _mm512_mul_ps(q[0], _mm512_loadu_ps(key));
+            for (int64_t j = 1; j < d / 16; j++) acc[u] = _mm512_fmadd_ps(q[j], _mm512_loadu_ps(key + 16 * j), acc[u]);
+        }
+        _mm_storeu_ps(scores + t, sum_four(acc[0], acc[1], acc[2], acc[3]));
     }
+    return t;
+}
+#endif
+
+/* The `group` query heads that share one KV head, over its positions 0..length-1: each key
+ * and value row is read once for the group. scores: [group][length] scratch. */
+static void attend_group(const float *queries, const float *keys, const float *values, int64_t length,
+                         int64_t d, int64_t group, float *scores, float *out) {
+    for (int64_t g = 0; g < group; g++) {
+        int64_t t = 0;
+#if QB_VNNI
+        if (d % 16 == 0 && d <= 256) t = scores_by_four(queries + g * d, keys, length, d, scores + g * length);
+#endif
+        for (; t < length; t++) scores[g * length + t] = dot(queries + g * d, keys + t * d, d);
+    }
+    for (int64_t g = 0; g < group; g++) softmax(scores + g * length, length);
+#if QB_VNNI
+    if (d % 16 == 0 && d <= 256) { /* the head's output stays in registers over all positions */
+        for (int64_t g = 0; g < group; g++) {
+            __m512 acc[16];
+            for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_setzero_ps();
+            for (int64_t t = 0; t < length; t++) {
+                const __m512 p = _mm512_set1_ps(scores[g * length + t]);
+                for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_fmadd_ps(p, _mm512_loadu_ps(values + t * d + 16 * j), acc[j]);
+            }
+            for (int64_t j = 0; j < d / 16; j++) _mm512_storeu_ps(out + g * d + 16 * j, acc[j]);
+        }
+        return;
+    }
+#endif
+    memset(out, 0, sizeof(float) * (size_t)(group * d));
+    for (int64_t t = 0; t < length; t++)
+        for (int64_t g = 0; g < group; g++) {
+            const float p = scores[g * length + t];
+            for (int64_t i = 0; i < d; i++) out[g * d + i] += p * values[t * d + i];
+        }
 }
 
 static void add_bias(float *x, const float *bias, int64_t n) {
@@ -202,7 +253,7 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
             rms_norm(x + b * hidden, layer->attn_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
             qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
         }
-        qb_rows_dot_batch(layer->qkv, layer->qkv_scales, bits, act, batch, qkv_rows, hidden, s.projected);
+        qb_rows_dot_batch(layer->qkv, layer->qkv_scales, bits, act, batch, qkv_rows, hidden, s.projected, widest);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const SequenceSlot *slot = slots + b;
@@ -218,17 +269,17 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
         }
 #pragma omp for schedule(dynamic, 1) collapse(2)
         for (int64_t b = 0; b < batch; b++)
-            for (int64_t h = 0; h < heads; h++) {
+            for (int64_t kv = 0; kv < kv_heads; kv++) {
                 const SequenceSlot *slot = slots + b;
-                const int64_t kv = h / group, stride = kv_heads * slot->capacity * d;
+                const int64_t stride = kv_heads * slot->capacity * d, h = kv * group;
                 const float *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
-                attend(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
-                       layer_values + kv * slot->capacity * d, slot->position + 1, d,
-                       s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
+                attend_group(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
+                             layer_values + kv * slot->capacity * d, slot->position + 1, d, group,
+                             s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
             }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) qb_quantize(s.attended + b * q_size, q_size, bits, act + b);
-        qb_rows_dot_batch(layer->out, layer->out_scales, bits, act, batch, hidden, q_size, s.residual);
+        qb_rows_dot_batch(layer->out, layer->out_scales, bits, act, batch, hidden, q_size, s.residual, hidden);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             float *row = x + b * hidden, *added = s.residual + b * hidden;
@@ -237,14 +288,14 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
             rms_norm(row, layer->mlp_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
             qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
         }
-        qb_rows_dot_batch(layer->gate_up, layer->gate_up_scales, bits, act, batch, 2 * inter, hidden, s.projected);
+        qb_rows_dot_batch(layer->gate_up, layer->gate_up_scales, bits, act, batch, 2 * inter, hidden, s.projected, widest);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const float *projected = s.projected + b * widest;
             silu_mul(projected, projected + inter, inter, s.normed + b * normed_width);
             qb_quantize(s.normed + b * normed_width, inter, bits, act + b);
         }
-        qb_rows_dot_batch(layer->down, layer->down_scales, bits, act, batch, hidden, inter, s.residual);
+        qb_rows_dot_batch(layer->down, layer->down_scales, bits, act, batch, hidden, inter, s.residual, hidden);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++)
             for (int64_t i = 0; i < hidden; i++) x[b * hidden + i] += s.residual[b * hidden + i];

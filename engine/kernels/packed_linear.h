@@ -13,9 +13,9 @@
 /* One row of activations, quantised for the kernel. */
 typedef struct {
     int16_t *values;  /* [K]: x / scale, |value| <= 16383 (15 bits) */
-    int8_t *high;     /* [K]: value = 128 * high + low, for the 4-bit path's vpdpbusd */
+    int8_t *high;     /* [K]: value = 128 * high + low, for vpdpbusd */
     int8_t *low;      /* [K]: in [0, 127] */
-    float *lane_sums; /* [K / 4]: the sum of each 4 values (for 4-bit blocks' m * sum(x)) */
+    int32_t *block_sums; /* [K / 32]: the sum of each block's values */
     float scale;
 } Activations;
 
@@ -26,12 +26,13 @@ void qb_activations_free(Activations *a);
 /* Quantise x [K] into a (the 4-bit path needs the split parts too). */
 void qb_quantize(const float *x, int64_t k, int bits, Activations *a);
 
-/* y [batch, N] = W @ x for each of `batch` rows of activations a[0..batch), for a packed
+/* y [batch, N] (rows y_stride apart) = W @ x for each of `batch` rows of activations a[0..batch), for a packed
  * W of 8 or 4 bits. The weight groups are shared out among the threads of the enclosing
  * OpenMP parallel region (an orphaned `omp for`, with its closing barrier); each group
  * meets every row while it sits in L1, so a batch reads the weights once, and a row's sums
  * do not depend on the batch. */
 void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int bits,
-                       const Activations *a, int64_t batch, int64_t n, int64_t k, float *y);
+                       const Activations *a, int64_t batch, int64_t n, int64_t k, float *y,
+                       int64_t y_stride);
 
 #endif

@@ -130,9 +130,9 @@ def test_portable_build_decodes_like_the_fast_one(
 
 def test_shapes_the_layout_cannot_take_use_torchs_kernel() -> None:
     make = linear_factory("int8", torch.float32, reduce_range=False)
-    assert isinstance(make(torch.randn(8, 64), None), PackedLinear)
-    assert isinstance(make(torch.randn(6, 64), None), Int8WeightLinear)  # rows not in 4s
-    assert isinstance(make(torch.randn(8, 48), None), Int8WeightLinear)  # K not in 64s
+    assert isinstance(make(torch.randn(16, 64), None), PackedLinear)
+    assert isinstance(make(torch.randn(8, 64), None), Int8WeightLinear)  # rows not in 16s
+    assert isinstance(make(torch.randn(16, 48), None), Int8WeightLinear)  # K not in 32s
 
 
 @pytest.fixture

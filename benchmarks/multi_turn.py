@@ -1,0 +1,132 @@
+"""A chat's TTFT turn by turn as its history grows, with and without kept conversation state.
+
+    python benchmarks/multi_turn.py --arch qwen3-0.6b --random-weights
+
+One conversation of --turns turns (the bot's system prompt, ~110-token user messages,
+128-token answers, history sent back each turn as the chat service does), run once with
+kept state (the default) and once with ENGINE__PREFIX_CACHE_MB=0. Reported per turn: prompt
+tokens, tokens reused, TTFT (submission to first token) both ways; and turn N's TTFT over
+turn 1's. Never part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.speed_test import ARCH_CONFIGS, random_weights_folder  # noqa: E402
+
+TOPICS = ["gardens", "trains", "the sea", "old maps", "bread", "mountains", "music", "rain"]
+
+
+def user_message(turn: int, tokens: int, count: Any) -> str:
+    """A user message of about `tokens` tokens, different every turn."""
+    from engine.events import ChatTurn
+
+    words = f"Tell me more about {TOPICS[turn % len(TOPICS)]} and why people love them".split()
+    text = ""
+    while count((ChatTurn("user", text),)) < tokens:
+        text += " " + words[len(text.split()) % len(words)]
+    return text.strip()
+
+
+async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> list[dict[str, Any]]:
+    """Run the whole conversation on a fresh engine; one row per turn."""
+    from bot.settings import DEFAULT_SYSTEM_PROMPT
+    from engine.config import EngineSettings
+    from engine.engine import Engine
+    from engine.events import ChatTurn, GenerationRequest
+
+    engine = Engine(
+        EngineSettings(
+            model=model,
+            quantization=args.quantization,
+            threads=args.threads,
+            cache_enabled=False,
+            prefix_cache_mb=keep_mb,
+        )
+    )
+    await engine.start()
+    await engine.generate(GenerationRequest((ChatTurn("user", "warm up"),), max_new_tokens=4))
+    engine.forget("warm-up")
+    history: list[ChatTurn] = []
+    rows = []
+    for turn in range(args.turns):
+        user = ChatTurn("user", user_message(turn, args.user_tokens, engine.count_tokens))
+        request = GenerationRequest(
+            (ChatTurn("system", DEFAULT_SYSTEM_PROMPT), *history, user),
+            max_new_tokens=args.answer_tokens,
+            ignore_stop=True,
+            owner="user",
+            conversation="chat",
+        )
+        finished = await engine.generate(request)
+        stats = finished.stats
+        rows.append(
+            {
+                "turn": turn + 1,
+                "prompt_tokens": stats.prompt_tokens,
+                "reused_tokens": stats.reused_tokens,
+                "ttft_s": stats.queue_wait_s + stats.ttft_s,
+            }
+        )
+        history += [user, ChatTurn("assistant", finished.text.strip())]
+    await engine.close()
+    return rows
+
+
+def main() -> int:
+    """Parse arguments, measure both ways, print a table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="hub id, local folder or .gguf file")
+    source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
+    parser.add_argument("--random-weights", action="store_true", help="with --arch")
+    parser.add_argument("--quantization", default="auto")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--user-tokens", type=int, default=110)
+    parser.add_argument("--answer-tokens", type=int, default=128)
+    parser.add_argument("--keep-mb", type=int, default=512, help="the kept-state budget")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "multi_turn.json"
+    )
+    args = parser.parse_args()
+    if args.arch and not args.random_weights:
+        parser.error("--arch needs --random-weights (no hub downloads here)")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from rich.console import Console
+    from rich.table import Table
+
+    model = str(random_weights_folder(args.arch)) if args.arch else args.model
+    kept = asyncio.run(conversation(model, args, args.keep_mb))
+    fresh = asyncio.run(conversation(model, args, 0))
+    table = Table(title=f"{args.turns}-turn chat, TTFT per turn with and without kept state")
+    for column in ("turn", "prompt tokens", "reused", "TTFT kept", "TTFT without", "kept / turn 1"):
+        table.add_column(column)
+    for with_state, without in zip(kept, fresh, strict=True):
+        table.add_row(
+            str(with_state["turn"]),
+            str(with_state["prompt_tokens"]),
+            str(with_state["reused_tokens"]),
+            f"{with_state['ttft_s']:.2f} s",
+            f"{without['ttft_s']:.2f} s",
+            f"{with_state['ttft_s'] / kept[0]['ttft_s']:.2f}x",
+        )
+    Console().print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"kept": kept, "without": fresh}, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
