@@ -224,7 +224,9 @@ async def test_reset_slash_command_clears_the_thread_history(
 async def test_queue_position_then_a_polite_refusal_when_full(
     engine_settings: EngineSettings, start_discord: StartDiscord, fake_discord: FakeDiscord
 ) -> None:
-    busy = Engine(engine_settings.model_copy(update={"queue_size": 1, "max_new_tokens": 400}))
+    # One reply at a time (a full batch), so the second chat waits in the queue.
+    one_at_a_time = {"queue_size": 1, "max_new_tokens": 400, "max_batch": 1}
+    busy = Engine(engine_settings.model_copy(update=one_at_a_time))
     await busy.start()
     try:
         await start_discord(use_engine=busy, bot={"rate_limit_burst": 10})

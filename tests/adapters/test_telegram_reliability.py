@@ -94,7 +94,9 @@ async def test_429_and_5xx_on_the_final_send_still_deliver(
 async def test_two_chats_are_served_concurrently_and_overload_is_polite(
     engine_settings: EngineSettings, start_bot: StartBot, fake_api: FakeBotAPI
 ) -> None:
-    busy = Engine(engine_settings.model_copy(update={"queue_size": 1, "max_new_tokens": 400}))
+    # One reply at a time (a full batch), so the second chat waits in the queue.
+    one_at_a_time = {"queue_size": 1, "max_new_tokens": 400, "max_batch": 1}
+    busy = Engine(engine_settings.model_copy(update=one_at_a_time))
     await busy.start()
     try:
         await start_bot(use_engine=busy, bot={"rate_limit_burst": 10})
@@ -242,7 +244,8 @@ async def test_typing_is_refreshed_while_the_reply_waits(
     import adapters.telegram_render as render
 
     monkeypatch.setattr(render, "TYPING_REFRESH_S", 0.1)
-    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 300}))
+    # One reply at a time (a full batch), so the second chat waits in the queue.
+    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 300, "max_batch": 1}))
     await slow.start()
     try:
         await start_bot(use_engine=slow)
