@@ -94,9 +94,12 @@ class Scheduler:
 
     def plan(self) -> StepPlan:
         """This step's prompt chunks (oldest admitted first, within the token budget) and
-        every sequence that decodes."""
+        every sequence that decodes. With nobody decoding there is nobody to stall: the
+        budget grows to a whole batch of chunks, so prompts arriving together share one pass
+        (one de-quantisation of the weights instead of one per chunk)."""
+        decode = [sequence for sequence in self.running if sequence.phase is Phase.DECODE]
         prefill: list[tuple[Sequence, int]] = []
-        budget = self.prefill_tokens
+        budget = self.prefill_tokens * (1 if decode else self.max_batch)
         for sequence in self.running:
             if sequence.phase is not Phase.PREFILL or budget <= 0:
                 continue
@@ -105,5 +108,4 @@ class Scheduler:
             budget -= count
             if not self.chunked:
                 break  # one whole prompt per step
-        decode = [sequence for sequence in self.running if sequence.phase is Phase.DECODE]
         return StepPlan(prefill, decode)
