@@ -102,7 +102,7 @@ def agreement(bundle: Any, prompts: list[list[int]], answers: list[list[int]]) -
     matches = total = 0
     with torch.inference_mode():
         for ids, answer in zip(prompts, answers, strict=True):
-            step = token_stepper(bundle.model, bundle.kv_cache, len(ids) + len(answer))
+            step = token_stepper(bundle.model, None, len(ids) + len(answer))
             logits = step(ids)
             for token in answer:
                 matches += int(torch.argmax(logits).item() == token)
