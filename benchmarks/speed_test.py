@@ -76,6 +76,7 @@ async def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
         compile=args.compile,
         threads=args.threads,
         cache_enabled=False,
+        prefix_cache_mb=0,  # each run reads its whole prompt, as a new chat's first message does
     )
     engine = Engine(settings)
     started = time.perf_counter()

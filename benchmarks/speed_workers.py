@@ -83,7 +83,14 @@ class EngineWorker:
 
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(
-            EngineSettings(model=model, cache_enabled=False, threads=args.threads, **settings)
+            # No kept state: every run reads its whole prompt, as a new chat's first message.
+            EngineSettings(
+                model=model,
+                cache_enabled=False,
+                prefix_cache_mb=0,
+                threads=args.threads,
+                **settings,
+            )
         )
         started = time.perf_counter()
         self.config = self.loop.run_until_complete(self.engine.start())
