@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from engine.sequence import Phase, Sequence
 from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
+
+# An idle worker waits this long after the first request before starting, so requests sent
+# together (a busy group, a burst) read their prompts in one pass and decode in step.
+GATHER_S = 0.03
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,10 @@ class Worker:
         """Run one step; False once the worker is closed and idle."""
         with self._condition:
             scheduler = self._scheduler
-            while not scheduler.waiting and not scheduler.running and not self._closed:
-                self._condition.wait()
+            if not scheduler.waiting and not scheduler.running and not self._closed:
+                while not scheduler.waiting and not self._closed:
+                    self._condition.wait()
+                self._gather()
             if self._closed and not scheduler.running:
                 return False
             cancelled = [s for s in scheduler.running if s.job.cancelled.is_set()]
@@ -174,6 +181,15 @@ class Worker:
         if not plan.empty:
             self._step(plan)
         return True
+
+    def _gather(self) -> None:
+        """Wait GATHER_S for the rest of a burst (caller holds the lock)."""
+        deadline = time.monotonic() + GATHER_S
+        while not self._closed and len(self._scheduler.waiting) < self._limits.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._condition.wait(left)
 
     def _join(self, sequence: Sequence) -> None:
         assert self._runner is not None
