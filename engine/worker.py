@@ -88,8 +88,11 @@ class Worker:
             if self._closed or self._bundle is None:
                 raise GenerationFailed("the engine is shutting down")
             scheduler = self._scheduler
-            if len(scheduler.waiting) >= self._limits.queue_size:
-                raise Overloaded(len(scheduler.waiting))
+            # Requests that free batch places will take at the next step do not queue.
+            free = self._limits.max_batch - len(scheduler.running)
+            queued = max(0, len(scheduler.waiting) - max(0, free))
+            if queued >= self._limits.queue_size:
+                raise Overloaded(queued)
             output = ReplyOutput(job, self._bundle.tokenizer, self._bundle.stop_ids)
             sequence = Sequence(job, output)
             if scheduler.queued_by(sequence.owner) >= self._limits.per_owner:
