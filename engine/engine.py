@@ -56,7 +56,8 @@ class Engine:
             prefill_tokens=settings.prefill_chunk_tokens,
         )
         budget = settings.prefix_cache_mb * 1024 * 1024
-        self._worker = Worker(limits, self.stats, PrefixCache(budget) if budget else None)
+        self._prefix_cache = PrefixCache(budget) if budget else None
+        self._worker = Worker(limits, self.stats, self._prefix_cache)
         self._bundle: LoadedModel | None = None
         self._cache: ResponseCache | None = None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
@@ -99,6 +100,8 @@ class Engine:
 
     def snapshot(self) -> StatsSnapshot:
         """Aggregate counters for /stats."""
+        if self._prefix_cache is not None:
+            self.stats.set_prefix_usage(self._prefix_cache.usage())
         return self.stats.snapshot()
 
     def forget(self, conversation: str) -> None:

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 # End-of-turn markers of common chat formats, used when present in the vocabulary.
 _END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
+# Qwen3's answer header when thinking is off: the template opens and closes an empty think
+# block for the model, then drops that block from earlier answers in the history.
+_ANSWER_HEADER = "<|im_start|>assistant\n"
+_EMPTY_THINK = "<think>\n\n</think>\n\n"
+
 # Used only when a model ships no chat template (base models): plain role-prefixed lines.
 _PLAIN_FORMAT = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -34,9 +39,30 @@ def render_chat(
             add_generation_prompt=True,
             enable_thinking=enable_thinking,
         )
-        return str(text)
+        return answers_as_generated(str(text))
     lines = [f"{_PLAIN_FORMAT[turn.role]}: {turn.content}" for turn in messages]
     return "\n".join([*lines, "Assistant:"])
+
+
+def answers_as_generated(text: str) -> str:
+    """Give earlier answers back the empty think block they were generated after.
+
+    With thinking off, Qwen3's template puts an empty think block before the answer it asks
+    for but leaves it out of earlier answers, so a chat's next prompt differs from what the
+    model saw exactly where its last answer starts, and the state kept from the last turn
+    could not cover the answer (128 tokens read again every turn). Written back as
+    generated, the history is what the model already read; only the new message is new.
+    Prompts of other templates are returned unchanged.
+    """
+    generation = _ANSWER_HEADER + _EMPTY_THINK
+    if not text.endswith(generation):
+        return text
+    history = text[: -len(generation)]
+    parts = history.split(_ANSWER_HEADER)
+    restored = [parts[0]] + [
+        part if part.startswith("<think>") else _EMPTY_THINK + part for part in parts[1:]
+    ]
+    return _ANSWER_HEADER.join(restored) + generation
 
 
 def prompt_opens_think(prompt_text: str) -> bool:

@@ -239,10 +239,8 @@ class Worker:
         with self._condition:
             self._scheduler.finish(sequence)
             self._sequences.pop(sequence.job, None)
+        self._runner.release(sequence)  # kept before the caller hears the reply is done
         sequence.output.close(reason)
-        self._runner.release(sequence)
-        if self._prefix_cache is not None:
-            self._stats.set_prefix_usage(self._prefix_cache.usage())
 
     def _fail(self, sequences: list[Sequence], error: Exception) -> None:
         for sequence in sequences:

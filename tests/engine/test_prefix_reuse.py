@@ -3,6 +3,8 @@ an edited history or a reset reads more, and the memory budget evicts the oldest
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -117,3 +119,19 @@ def test_a_state_larger_than_the_budget_is_not_kept() -> None:
     kept = PrefixCache(budget_bytes=cache_of(40).nbytes - 1)
     kept.keep(list(range(40)), cache_of(40), "a")
     assert kept.usage().entries == 0
+
+
+def test_earlier_answers_keep_the_empty_think_block_they_followed(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from engine.prompt import render_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    first = render_chat(tokenizer, (SYSTEM, ChatTurn("user", "Hi")), enable_thinking=False)
+    history = (SYSTEM, ChatTurn("user", "Hi"), ChatTurn("assistant", "Hello! How can I help?"))
+    second = render_chat(tokenizer, (*history, ChatTurn("user", "Thanks")), enable_thinking=False)
+    # The next prompt begins with everything the model read and wrote on the first turn.
+    assert second.startswith(first + "Hello! How can I help?<|im_end|>")
+    assert second.count("<think>\n\n</think>\n\n") == 2
+    thinking = render_chat(tokenizer, (*history, ChatTurn("user", "Thanks")), enable_thinking=True)
+    assert "<think>" not in thinking  # thinking on: the template's own rendering
