@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_test import ARCH_CONFIGS, prompt_of, random_weights_folder  # noqa: E402
+from benchmarks.speed_test import add_model_arguments, chosen_model, prompt_of  # noqa: E402
 
 
 async def one_round(engine: Any, prompts: list[str], new_tokens: int) -> dict[str, Any]:
@@ -127,10 +127,7 @@ async def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
 def main() -> int:
     """Parse arguments, measure, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="hub id, local folder or .gguf file")
-    source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
-    parser.add_argument("--random-weights", action="store_true", help="with --arch")
+    add_model_arguments(parser)
     parser.add_argument("--quantization", default="auto")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
@@ -142,13 +139,11 @@ def main() -> int:
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "concurrency.json"
     )
     args = parser.parse_args()
-    if args.arch and not args.random_weights:
-        parser.error("--arch needs --random-weights (no hub downloads here)")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from rich.console import Console
     from rich.table import Table
 
-    model = str(random_weights_folder(args.arch)) if args.arch else args.model
+    model = chosen_model(parser, args)
     result = asyncio.run(measure(args, model))
     table = Table(
         title=f"{result['config']} · {args.prompt_tokens}-token prompts, "

@@ -22,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_test import ARCH_CONFIGS, random_weights_folder  # noqa: E402
+from benchmarks.speed_test import add_model_arguments, chosen_model  # noqa: E402
 
 TOPICS = ["gardens", "trains", "the sea", "old maps", "bread", "mountains", "music", "rain"]
 
@@ -86,10 +86,7 @@ async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> li
 def main() -> int:
     """Parse arguments, measure both ways, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="hub id, local folder or .gguf file")
-    source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
-    parser.add_argument("--random-weights", action="store_true", help="with --arch")
+    add_model_arguments(parser)
     parser.add_argument("--quantization", default="auto")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--turns", type=int, default=6)
@@ -100,13 +97,11 @@ def main() -> int:
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "multi_turn.json"
     )
     args = parser.parse_args()
-    if args.arch and not args.random_weights:
-        parser.error("--arch needs --random-weights (no hub downloads here)")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from rich.console import Console
     from rich.table import Table
 
-    model = str(random_weights_folder(args.arch)) if args.arch else args.model
+    model = chosen_model(parser, args)
     kept = asyncio.run(conversation(model, args, args.keep_mb))
     fresh = asyncio.run(conversation(model, args, 0))
     table = Table(title=f"{args.turns}-turn chat, TTFT per turn with and without kept state")

@@ -51,6 +51,21 @@ def random_weights_folder(arch: str) -> Path:
     return folder
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, or --arch with --random-weights: what a benchmark runs."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="hub id, local folder or .gguf file")
+    source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
+    parser.add_argument("--random-weights", action="store_true", help="with --arch")
+
+
+def chosen_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The model folder or id the arguments name (building the random-weights folder)."""
+    if args.arch and not args.random_weights:
+        parser.error("--arch needs --random-weights (no hub downloads here)")
+    return str(random_weights_folder(args.arch)) if args.arch else str(args.model)
+
+
 def prompt_of(tokens: int, count: Any) -> str:
     """A user message whose rendered chat prompt is close to `tokens` tokens."""
     from engine.events import ChatTurn
@@ -127,10 +142,7 @@ def summarise(result: dict[str, Any]) -> list[tuple[str, str]]:
 def main() -> int:
     """Parse arguments, measure, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="hub id, local folder or .gguf file")
-    source.add_argument("--arch", choices=sorted(ARCH_CONFIGS), help="a known architecture")
-    parser.add_argument("--random-weights", action="store_true", help="with --arch")
+    add_model_arguments(parser)
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument(
         "--quantization",
@@ -145,13 +157,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
-    if args.arch and not args.random_weights:
-        parser.error("--arch needs --random-weights (no hub downloads here)")
     os.environ.setdefault("TQDM_DISABLE", "1")
     from rich.console import Console
     from rich.table import Table
 
-    model = str(random_weights_folder(args.arch)) if args.arch else args.model
+    model = chosen_model(parser, args)
     result = asyncio.run(measure(args, model))
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
     table = Table(

@@ -19,7 +19,8 @@ from engine.packed_linear import PackedLinear
 
 if TYPE_CHECKING:
     from engine.kv_cache import KVCache
-    from engine.native_model import NativeConfig, NativeLayer, RMSNorm
+    from engine.native_model import NativeConfig, NativeLayer
+    from engine.native_parts import RMSNorm
 
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 
