@@ -103,6 +103,7 @@ class EngineStats:
     _queue_depth: int = 0
     _queue_depth_max: int = 0
     _batches: deque[int] = field(default_factory=lambda: deque(maxlen=_WINDOW))
+    _batch_now: int = 0
     _prefix: PrefixUsage | None = None
     _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
 
@@ -139,6 +140,12 @@ class EngineStats:
         """Count one decode step of batch_size sequences."""
         with self._lock:
             self._batches.append(batch_size)
+            self._batch_now = batch_size
+
+    def record_idle(self) -> None:
+        """Nothing runs any more: the current batch is empty."""
+        with self._lock:
+            self._batch_now = 0
 
     def set_prefix_usage(self, usage: PrefixUsage) -> None:
         """The kept-state cache's counters as of now."""
@@ -149,7 +156,7 @@ class EngineStats:
         """Copy the counters, with process RSS and CPU % read now."""
         with self._lock:
             latency, ttft, tps = list(self._latency), list(self._ttft), list(self._tps)
-            batches, prefix = list(self._batches), self._prefix
+            batches, prefix, batch_now = list(self._batches), self._prefix, self._batch_now
             snapshot = StatsSnapshot(
                 requests=self._requests,
                 errors=dict(self._errors),
@@ -167,7 +174,7 @@ class EngineStats:
                 # CPU % since the previous /stats (or start-up), summed over cores.
                 cpu_percent=self._process.cpu_percent(interval=None),
                 config=self.config,
-                batch_size=batches[-1] if batches else 0,
+                batch_size=batch_now,
                 batch_mean=statistics.fmean(batches) if batches else 0.0,
                 prefix_lookups=prefix.lookups if prefix else 0,
                 prefix_hits=prefix.hits if prefix else 0,

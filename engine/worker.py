@@ -164,6 +164,7 @@ class Worker:
         with self._condition:
             scheduler = self._scheduler
             if not scheduler.waiting and not scheduler.running and not self._closed:
+                self._stats.record_idle()
                 while not scheduler.waiting and not self._closed:
                     self._condition.wait()
                 self._gather()

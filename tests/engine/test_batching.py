@@ -54,6 +54,7 @@ async def test_a_batch_of_eight_answers_exactly_as_each_alone(
         together = await asyncio.gather(*(engine.generate(r) for r in requests))
         assert engine.snapshot().batch_mean > 4  # they really decoded together
         alone = [await engine.generate(r) for r in requests]
+        await wait_until(lambda: engine.snapshot().batch_size == 0)  # idle again
     finally:
         await engine.close()
     assert [f.token_ids for f in together] == [f.token_ids for f in alone]
