@@ -28,7 +28,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_test import ARCH_CONFIGS, prompt_of, random_weights_folder  # noqa: E402
+from benchmarks.speed_test import (  # noqa: E402
+    ARCH_CONFIGS,
+    prompt_of,
+    random_weights_folder,
+    save_json,
+)
 from benchmarks.speed_workers import (  # noqa: E402
     EngineWorker,
     LlamaCppWorker,
@@ -215,9 +220,7 @@ def main() -> int:
         )
     Console().print(table)
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print(f"wrote {args.json}")
+    save_json(args.json, {"machine": machine, "rows": rows})
     return 0
 
 

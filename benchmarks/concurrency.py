@@ -27,7 +27,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_test import add_model_arguments, chosen_model, prompt_of  # noqa: E402
+from benchmarks.speed_test import (  # noqa: E402
+    add_model_arguments,
+    chosen_model,
+    prompt_of,
+    save_json,
+)
 
 
 async def one_round(engine: Any, prompts: list[str], new_tokens: int) -> dict[str, Any]:
@@ -163,9 +168,7 @@ def main() -> int:
             f"{r['batch_mean']:.1f}",
         )
     Console().print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    save_json(args.json, result)
     return 0
 
 

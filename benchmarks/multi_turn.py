@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_test import add_model_arguments, chosen_model  # noqa: E402
+from benchmarks.speed_test import add_model_arguments, chosen_model, save_json  # noqa: E402
 
 TOPICS = ["gardens", "trains", "the sea", "old maps", "bread", "mountains", "music", "rain"]
 
@@ -117,9 +116,7 @@ def main() -> int:
             f"{with_state['ttft_s'] / kept[0]['ttft_s']:.2f}x",
         )
     Console().print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"kept": kept, "without": fresh}, indent=2))
-    print(f"wrote {args.json}")
+    save_json(args.json, {"kept": kept, "without": fresh})
     return 0
 
 

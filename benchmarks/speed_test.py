@@ -66,6 +66,13 @@ def chosen_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     return str(random_weights_folder(args.arch)) if args.arch else str(args.model)
 
 
+def save_json(path: Path, result: Any) -> None:
+    """Write a benchmark's result as JSON and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
 def prompt_of(tokens: int, count: Any) -> str:
     """A user message whose rendered chat prompt is close to `tokens` tokens."""
     from engine.events import ChatTurn
@@ -173,9 +180,7 @@ def main() -> int:
     for row in summarise(result):
         table.add_row(*row)
     Console().print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    save_json(args.json, result)
     return 0
 
 

@@ -25,9 +25,9 @@ from engine.events import (
     TokenText,
 )
 from engine.prefix_cache import PrefixCache
-from engine.prompt import encode_prompt, prompt_opens_think, render_chat, template_version
+from engine.prompt import encode_prompt, prompt_opens_think, render_chat
 from engine.reply_output import Job
-from engine.response_cache import CachedReply, ResponseCache, cache_key
+from engine.response_cache import CachedReply, ResponseCache, reply_key
 from engine.stats import EffectiveConfig, EngineStats, StatsSnapshot
 from engine.worker import Failed, Worker, WorkerLimits
 
@@ -167,7 +167,10 @@ class Engine:
         except EngineError as error:
             self.stats.record_error(error.kind)
             raise
-        key = self._key(prompt, params) if params.deterministic else None  # else never shared
+        bundle = self._require_bundle()
+        # A deterministic reply has an identity: cached and shared; any other never is.
+        thinking = self.settings.enable_thinking
+        key = reply_key(bundle, thinking, prompt.text, params) if params.deterministic else None
         while True:
             if key is not None:
                 cached = await self._cache_get(key)
@@ -202,26 +205,6 @@ class Engine:
         if self._bundle is None:
             raise EngineNotReady("the model is not loaded")
         return self._bundle
-
-    def _key(self, prompt: PreparedPrompt, params: SamplingParams) -> str:
-        """Identity of a deterministic reply: for the disk cache and for in-flight sharing."""
-        bundle = self._require_bundle()
-        return cache_key(
-            {
-                "model": bundle.fingerprint,
-                "dtype": str(bundle.dtype),
-                "backend": bundle.backend,
-                "quantization": bundle.quantization,
-                "template": template_version(bundle.tokenizer),
-                "thinking": self.settings.enable_thinking,
-                "prompt": prompt.text,
-                "max_new_tokens": params.max_new_tokens,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "seed": params.seed if params.temperature > 0 else None,
-                "ignore_stop": params.ignore_stop,
-            }
-        )
 
     async def _cache_get(self, key: str) -> CachedReply | None:
         if self._cache is None or not self._cache.available:

@@ -9,11 +9,16 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diskcache
 
 from engine.json_store import PickleRefused, dumps, open_json_store
+from engine.prompt import template_version
+
+if TYPE_CHECKING:
+    from engine.bootstrap import LoadedModel
+    from engine.decode_loop import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,28 @@ KEY_SCHEMA = 1  # bump when the meaning of a cached entry changes
 def cache_key(parts: dict[str, Any]) -> str:
     """SHA-256 over canonical JSON of everything that changes the output."""
     return hashlib.sha256(dumps({"schema": KEY_SCHEMA, **parts}).encode("utf-8")).hexdigest()
+
+
+def reply_key(
+    bundle: LoadedModel, enable_thinking: bool, prompt_text: str, params: SamplingParams
+) -> str:
+    """Identity of a deterministic reply: for the disk cache and for in-flight sharing."""
+    return cache_key(
+        {
+            "model": bundle.fingerprint,
+            "dtype": str(bundle.dtype),
+            "backend": bundle.backend,
+            "quantization": bundle.quantization,
+            "template": template_version(bundle.tokenizer),
+            "thinking": enable_thinking,
+            "prompt": prompt_text,
+            "max_new_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed if params.temperature > 0 else None,
+            "ignore_stop": params.ignore_stop,
+        }
+    )
 
 
 @dataclass(frozen=True)
