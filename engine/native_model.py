@@ -18,7 +18,7 @@ from torch.nn import functional
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.kv_cache import KVCache
-from engine.native_fused import fused_decode_step
+from engine.native_fused import KV_DTYPE, fused_decode_step
 from engine.native_linear import LinearKernel
 from engine.native_parts import Embedding, RMSNorm, RotaryTable, apply_rotary
 from engine.packed_linear import PackedLinear
@@ -122,14 +122,15 @@ class NativeDecoder:
         self.final_norm = final_norm
         self.head = head
         self.rotary = rotary
-        self.dtype = dtype  # activations, norms and the KV cache
+        self.dtype = dtype  # activations and norms
         self.fused = fused_decode_step(config, layers, dtype)  # None: torch ops per layer
+        self.kv_dtype = KV_DTYPE if self.fused is not None else dtype
 
     def new_cache(self, max_tokens: int) -> KVCache:
         """An empty cache for one conversation of up to max_tokens tokens."""
         c = self.config
         limit = min(max_tokens, c.max_positions)
-        return KVCache(c.layers, c.kv_heads, c.head_dim, self.dtype, limit)
+        return KVCache(c.layers, c.kv_heads, c.head_dim, self.kv_dtype, limit)
 
     def forward(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """ids [T] after cache.length cached tokens -> fp32 logits [vocab] of the last one."""
@@ -187,7 +188,7 @@ class NativeDecoder:
         count, start = qk.shape[1], cache.length
         keys, values = cache.write(index, qk[c.heads :], v)
         attended = functional.scaled_dot_product_attention(
-            qk[None, : c.heads],
+            qk[None, : c.heads].to(keys.dtype),  # a bf16 cache: attention in bf16 (fp32 sums)
             keys,
             values,
             attn_mask=_causal_mask(start, count),
@@ -195,7 +196,7 @@ class NativeDecoder:
             scale=1.0,  # folded into the query projection
             enable_gqa=c.heads != c.kv_heads,
         )[0]
-        return attended.transpose(0, 1).reshape(count, c.heads * c.head_dim)
+        return attended.transpose(0, 1).reshape(count, c.heads * c.head_dim).to(qk.dtype)
 
     def decode(self, ids: torch.Tensor, caches: Sequence[KVCache]) -> torch.Tensor:
         """ids [B], one new token for each of B sequences -> fp32 logits [B, vocab]; each
@@ -257,12 +258,14 @@ class NativeDecoder:
                 values[:, position] = new_values[row]
                 # Grouped-query attention as two batched matmuls: a group of query heads
                 # shares one K/V head. SDPA costs the same here with more ops around it.
+                # (A cache made for the fused step is bf16: widened here as it does.)
                 grouped = qk[row, : c.heads].view(c.kv_heads, -1, c.head_dim)
-                scores = torch.bmm(grouped, keys[:, :length].transpose(1, 2))  # [kv, g, L]
+                past_keys = keys[:, :length].to(self.dtype).transpose(1, 2)
+                scores = torch.bmm(grouped, past_keys)  # [kv, g, L]
                 weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
                 if fp32_softmax:
                     weights = weights.to(self.dtype)
-                attended[row] = torch.bmm(weights, values[:, :length]).view(-1)
+                attended[row] = torch.bmm(weights, values[:, :length].to(self.dtype)).view(-1)
             x = x + layer.out(attended)
             gate, up = layer.gate_up(layer.mlp_norm(x)).chunk(2, dim=-1)
             x = x + layer.down(functional.silu(gate) * up)

@@ -7,7 +7,10 @@
  * work between them is done by one thread, with a barrier after each part.
  * Arithmetic follows native_model.py: fp32 activations, RMSNorm with the weight pre-scaled
  * by sqrt(n), the attention scale folded into the queries, rotate-half rotary with a
- * sign-folded sin, a KV cache [layers, kv_heads, capacity, head_dim] in fp32.
+ * sign-folded sin. The KV cache [layers, kv_heads, capacity, head_dim] is bf16: at 8 chats
+ * reading it costs as much memory traffic as the weights in fp32, and a kept conversation
+ * takes half the memory. Keys and values are rounded to nearest even when stored (as torch's
+ * conversion does for prompts) and widened to fp32 as they are read.
  */
 #include <math.h>
 #include <stdint.h>
@@ -73,8 +76,14 @@ static void silu_mul(const float *gate, const float *up, int64_t n, float *out) 
 /* In place: e^(x - max) / sum, for one head's attention scores. */
 static void softmax(float *scores, int64_t n) {
     float top = -INFINITY, sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) top = fmaxf(top, scores[i]);
     int64_t i = 0;
+#if QB_VNNI
+    __m512 highest = _mm512_set1_ps(-INFINITY);
+    for (; i + 16 <= n; i += 16) highest = _mm512_max_ps(highest, _mm512_loadu_ps(scores + i));
+    top = _mm512_reduce_max_ps(highest);
+#endif
+    for (; i < n; i++) top = fmaxf(top, scores[i]);
+    i = 0;
 #if QB_VNNI
     __m512 total = _mm512_setzero_ps();
     for (; i + 16 <= n; i += 16) {
@@ -92,15 +101,42 @@ static void softmax(float *scores, int64_t n) {
     for (int64_t j = 0; j < n; j++) scores[j] *= inverse;
 }
 
-static float dot(const float *a, const float *b, int64_t n) {
+typedef uint16_t bf16; /* the top half of an fp32 */
+
+static inline float bf16_to_float(bf16 value) {
+    const uint32_t bits = (uint32_t)value << 16;
+    float out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+static inline bf16 float_to_bf16_rounded(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffff) > 0x7f800000) return 0x7fc0; /* NaN, as torch writes it */
+    return (bf16)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16); /* round to nearest even */
+}
+
+static void store_bf16(const float *x, int64_t n, bf16 *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16_rounded(x[i]);
+}
+
+#if QB_VNNI
+/* 16 bf16 values widened to fp32. */
+static inline __m512 load_bf16(const bf16 *at) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)at)), 16));
+}
+#endif
+
+static float dot(const float *a, const bf16 *b, int64_t n) {
     int64_t i = 0;
     float sum = 0.0f;
 #if QB_VNNI
     __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load_bf16(b + i), acc);
     sum = _mm512_reduce_add_ps(acc);
 #endif
-    for (; i < n; i++) sum += a[i] * b[i];
+    for (; i < n; i++) sum += a[i] * bf16_to_float(b[i]);
     return sum;
 }
 
@@ -129,16 +165,16 @@ static inline __m128 sum_four(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 /* One query's scores against keys 0, 1, 2, ... four at a time (one horizontal sum per four
  * keys instead of one per key); returns how many keys it scored (a multiple of 4). */
-static int64_t scores_by_four(const float *query, const float *keys, int64_t length, int64_t d, float *scores) {
+static int64_t scores_by_four(const float *query, const bf16 *keys, int64_t length, int64_t d, float *scores) {
     __m512 q[16];
     for (int64_t j = 0; j < d / 16; j++) q[j] = _mm512_loadu_ps(query + 16 * j);
     int64_t t = 0;
     for (; t + 4 <= length; t += 4) {
         __m512 acc[4];
         for (int u = 0; u < 4; u++) {
-            const float *key = keys + (t + u) * d;
-            acc[u] = _mm512_mul_ps(q[0], _mm512_loadu_ps(key));
-            for (int64_t j = 1; j < d / 16; j++) acc[u] = _mm512_fmadd_ps(q[j], _mm512_loadu_ps(key + 16 * j), acc[u]);
+            const bf16 *key = keys + (t + u) * d;
+            acc[u] = _mm512_mul_ps(q[0], load_bf16(key));
+            for (int64_t j = 1; j < d / 16; j++) acc[u] = _mm512_fmadd_ps(q[j], load_bf16(key + 16 * j), acc[u]);
         }
         _mm_storeu_ps(scores + t, sum_four(acc[0], acc[1], acc[2], acc[3]));
     }
@@ -148,7 +184,7 @@ static int64_t scores_by_four(const float *query, const float *keys, int64_t len
 
 /* The `group` query heads that share one KV head, over its positions 0..length-1: each key
  * and value row is read once for the group. scores: [group][length] scratch. */
-static void attend_group(const float *queries, const float *keys, const float *values, int64_t length,
+static void attend_group(const float *queries, const bf16 *keys, const bf16 *values, int64_t length,
                          int64_t d, int64_t group, float *scores, float *out) {
     for (int64_t g = 0; g < group; g++) {
         int64_t t = 0;
@@ -165,7 +201,7 @@ static void attend_group(const float *queries, const float *keys, const float *v
             for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_setzero_ps();
             for (int64_t t = 0; t < length; t++) {
                 const __m512 p = _mm512_set1_ps(scores[g * length + t]);
-                for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_fmadd_ps(p, _mm512_loadu_ps(values + t * d + 16 * j), acc[j]);
+                for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_fmadd_ps(p, load_bf16(values + t * d + 16 * j), acc[j]);
             }
             for (int64_t j = 0; j < d / 16; j++) _mm512_storeu_ps(out + g * d + 16 * j, acc[j]);
         }
@@ -176,7 +212,7 @@ static void attend_group(const float *queries, const float *keys, const float *v
     for (int64_t t = 0; t < length; t++)
         for (int64_t g = 0; g < group; g++) {
             const float p = scores[g * length + t];
-            for (int64_t i = 0; i < d; i++) out[g * d + i] += p * values[t * d + i];
+            for (int64_t i = 0; i < d; i++) out[g * d + i] += p * bf16_to_float(values[t * d + i]);
         }
 }
 
@@ -187,7 +223,7 @@ static void add_bias(float *x, const float *bias, int64_t n) {
 
 /* Where one sequence of the batch keeps its KV cache and its new token's rotation. */
 typedef struct {
-    float *keys, *values;    /* [layers, kv_heads, capacity, head_dim] each */
+    bf16 *keys, *values;     /* [layers, kv_heads, capacity, head_dim] each */
     int64_t capacity, position; /* the new token goes to `position` */
     const float *cos, *sin;  /* [head_dim] at `position` (sin sign-folded) */
 } SequenceSlot;
@@ -259,12 +295,12 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
             const SequenceSlot *slot = slots + b;
             float *projected = s.projected + b * widest;
             const int64_t stride = kv_heads * slot->capacity * d;
-            float *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
+            bf16 *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
             add_bias(projected, layer->qkv_bias, qkv_rows);
             position_heads(projected, heads + kv_heads, d, layer->qk_norm, shape->head_floor, slot->cos, slot->sin, s.scratch + b * d);
             for (int64_t h = 0; h < kv_heads; h++) {
-                memcpy(layer_keys + (h * slot->capacity + slot->position) * d, projected + q_size + h * d, sizeof(float) * (size_t)d);
-                memcpy(layer_values + (h * slot->capacity + slot->position) * d, projected + q_size + kv_size + h * d, sizeof(float) * (size_t)d);
+                store_bf16(projected + q_size + h * d, d, layer_keys + (h * slot->capacity + slot->position) * d);
+                store_bf16(projected + q_size + kv_size + h * d, d, layer_values + (h * slot->capacity + slot->position) * d);
             }
         }
 #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -272,7 +308,7 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
             for (int64_t kv = 0; kv < kv_heads; kv++) {
                 const SequenceSlot *slot = slots + b;
                 const int64_t stride = kv_heads * slot->capacity * d, h = kv * group;
-                const float *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
+                const bf16 *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
                 attend_group(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
                              layer_values + kv * slot->capacity * d, slot->position + 1, d, group,
                              s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
