@@ -114,10 +114,13 @@ class PackedLinear:
             return self.dense(x)
         return self.rows_kernel(x)
 
-    def dense(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, K] -> [M, N] by torch's bf16 GEMM on the de-quantised weights (prompts)."""
-        dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight()).float()
-        return dense if self.bias is None else dense + self.bias
+    def dense(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """x [M, K] -> [M, N] in dtype by torch's bf16 GEMM on the de-quantised weights
+        (prompts; bf16 out spares a conversion when the next matmul reads it in bf16)."""
+        dense = functional.linear(x.to(torch.bfloat16), self.bf16_weight())
+        if self.bias is not None:
+            dense = dense.float() + self.bias
+        return dense.to(dtype)
 
     def rows_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] on the kernel whatever M: each row computed alone (a decode
