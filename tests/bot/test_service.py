@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 from bot import formatting
 from bot.commands import HELP_TEXT
+from bot.history import HistoryStore
 from bot.messages import Notice, ReplyContext, ReplyDone, ReplyText
-from bot.settings import DEFAULT_SYSTEM_PROMPT
+from bot.service import ChatService
+from bot.settings import DEFAULT_SYSTEM_PROMPT, BotSettings
+from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.events import ChatTurn
 from tests.bot.conftest import ServiceFactory, dm, group, replies
@@ -186,3 +190,30 @@ async def test_reply_chain_is_the_context_and_leaves_stored_history_alone(
 async def test_platform_admins_see_stats(make_service: ServiceFactory) -> None:
     shown = await replies(make_service(), dm("/stats", platform_admin=True))
     assert isinstance(shown[0], Notice) and "Requests" in shown[0].text
+
+
+async def test_history_keeps_the_answer_as_generated(
+    engine_settings: EngineSettings, tmp_path: Path
+) -> None:
+    # At 20 tokens the tiny model's answer to this ends in whitespace, which the chat shows
+    # stripped; the history keeps it, so the next prompt repeats what the engine kept.
+    engine = Engine(engine_settings.model_copy(update={"max_new_tokens": 20}))
+    await engine.start()
+    store = HistoryStore(tmp_path / "history", 1 << 20)
+    try:
+        service = ChatService(engine, BotSettings(history_dir=tmp_path / "history"), store)
+        message = dm("Tell me a story about a fox.")
+        shown = (await replies(service, message))[-1]
+        second = (await replies(service, dm("And what happened next?")))[-1]
+        stored = store.load(message.conversation_key)
+    finally:
+        store.close()
+        await engine.close()
+    assert isinstance(shown, ReplyDone) and isinstance(second, ReplyDone)
+    answer = stored[1]
+    assert answer.role == "assistant" and answer.content != answer.content.strip()
+    assert answer.content.strip() == shown.text
+    # The engine's kept state covers the whole first turn, answer included: only the last
+    # sampled token (never read back) and the new message are read.
+    done = shown.stats.prompt_tokens + shown.stats.generated_tokens - 1
+    assert second.stats.reused_tokens == done
