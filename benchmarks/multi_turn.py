@@ -77,7 +77,7 @@ async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> li
                 "ttft_s": stats.queue_wait_s + stats.ttft_s,
             }
         )
-        history += [user, ChatTurn("assistant", finished.text)]  # stored as the bot does
+        history += [user, ChatTurn("assistant", finished.as_generated)]  # as the bot stores it
     await engine.close()
     return rows
 

@@ -162,8 +162,7 @@ class ChatService:
         if not text:
             return ReplyDone(formatting.EMPTY_REPLY, footer, finished.stats)
         if key is not None and finished.finish_reason != "cancelled":
-            # Stored as generated (outer whitespace too, which the chat does not show): the
-            # next turn's prompt then repeats the tokens the engine kept state for, and only
-            # the new message is read. Stripped, a leading space re-read the whole answer.
-            self._history.save(key, [*turns, ChatTurn("assistant", finished.text)])
+            # Stored as generated (whitespace too, which the chat does not show): the next
+            # prompt repeats the tokens the engine kept state for; only the new message is read.
+            self._history.save(key, [*turns, ChatTurn("assistant", finished.as_generated)])
         return ReplyDone(text, footer, finished.stats)

@@ -74,6 +74,14 @@ class Finished:
     stats: ReplyStats
     finish_reason: FinishReason = "stop"
     token_ids: tuple[int, ...] = field(default=(), repr=False)
+    lead: str = field(default="", repr=False)  # whitespace the model wrote before the text
+
+    @property
+    def as_generated(self) -> str:
+        """The reply as the model wrote it, for the chat's history: the next prompt then
+        repeats the tokens the engine kept state for (a dropped leading space would make
+        it read the whole answer again)."""
+        return self.lead + self.text
 
 
 EngineEvent = Queued | Started | TokenText | Finished

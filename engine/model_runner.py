@@ -47,7 +47,9 @@ class ModelRunner:
             sequence.state = self.model.new_cache(needed)
             return
         cache, matched = found
-        cache.allow(min(needed, self.model.config.max_positions))
+        turn = min(needed, self.model.config.max_positions)
+        cache.allow(turn)
+        cache.reserve(turn)  # grown once for the whole turn: each growth copies the cache
         sequence.state, sequence.computed = cache, matched
         sequence.output.reused_tokens = matched
 

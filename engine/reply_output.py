@@ -84,7 +84,8 @@ class ReplyOutput:
             cache_hit=False,
             reused_tokens=self.reused_tokens,
         )
-        finished = Finished("".join(self._visible), stats, finish, tuple(self.token_ids))
+        visible = "".join(self._visible)
+        finished = Finished(visible, stats, finish, tuple(self.token_ids), self._think.lead)
         self.job.emit(finished)
         return finished
 

@@ -26,6 +26,7 @@ class ThinkFilter:
         self._inside = starts_inside
         self._pending = ""
         self._seen_visible = False
+        self.lead = ""  # the whitespace dropped before the first visible character
 
     def push(self, delta: str) -> str:
         """Add a delta; return the text that is now safe to show."""
@@ -55,8 +56,9 @@ class ThinkFilter:
 
     def _visible(self, text: str) -> str:
         if not self._seen_visible:
-            text = text.lstrip()
-            self._seen_visible = bool(text)
+            shown = text.lstrip()
+            self.lead += text[: len(text) - len(shown)]
+            text, self._seen_visible = shown, bool(shown)
         return text
 
 

@@ -33,6 +33,12 @@ def test_think_block_removed_at_every_split_point(cut: int) -> None:
     assert not any("<" in piece or "think" in piece for piece in shown)
 
 
+def test_the_whitespace_dropped_before_a_reply_is_kept_for_its_history() -> None:
+    think = ThinkFilter()
+    assert "".join(feed(think, [" ", "\n Hello", " there "])) == "Hello there "
+    assert think.lead == " \n "
+
+
 def test_one_character_at_a_time_never_shows_half_a_tag() -> None:
     shown = feed(ThinkFilter(), list(REPLY))
     assert "".join(shown) == "Hello! How can I help?"
