@@ -168,7 +168,7 @@ class NativeDecoder:
             qk = apply_rotary(qk, cos, sin)
             v = v.view(rows, c.kv_heads, c.head_dim)
             attended = [
-                self._attend(index, qk[lo:hi].transpose(0, 1), v[lo:hi].transpose(0, 1), cache)
+                self._attend(index, qk[lo:hi], v[lo:hi], cache)
                 for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False)
             ]
             joined = attended[0] if len(attended) == 1 else torch.cat(attended)
@@ -182,15 +182,18 @@ class NativeDecoder:
     def _attend(
         self, index: int, qk: torch.Tensor, v: torch.Tensor, cache: KVCache
     ) -> torch.Tensor:
-        """One sequence's chunk: rotated qk [heads + kv_heads, T, D] and v [kv_heads, T, D]
+        """One sequence's chunk: rotated qk [T, heads + kv_heads, D] and v [T, kv_heads, D]
         after its cached tokens -> attended [T, heads * D]; k and v join the cache."""
         c = self.config
-        count, start = qk.shape[1], cache.length
-        keys, values = cache.write(index, qk[c.heads :], v)
+        count, start = qk.shape[0], cache.length
+        keys, values = cache.write(index, qk[:, c.heads :].transpose(0, 1), v.transpose(0, 1))
+        if self.fused is not None:
+            return self.fused.prompt_attention(index, qk[:, : c.heads], cache)
+        qk = qk.transpose(0, 1)
         attended = functional.scaled_dot_product_attention(
-            qk[None, : c.heads].to(keys.dtype),  # a bf16 cache: attention in bf16 (fp32 sums)
-            keys,
-            values,
+            qk[None, : c.heads],
+            keys.to(qk.dtype),  # a cache kept in another dtype is widened, as the C path does
+            values.to(qk.dtype),
             attn_mask=_causal_mask(start, count),
             is_causal=start == 0,  # else the mask (or, for one token, every cached key)
             scale=1.0,  # folded into the query projection

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "packed_linear.h"
 
 #if QB_VNNI
@@ -42,24 +43,6 @@ static void rms_norm(const float *x, const float *weight, int64_t n, float floor
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * inverse * weight[i];
 }
 
-#if QB_VNNI
-/* e^x for 16 floats: Cephes' expf polynomial (about 1 ulp), scaled by 2^n with vscalefps. */
-static inline __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-88.3762626647949f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n);
-}
-#endif
-
 /* out[i] = silu(gate[i]) * up[i]. */
 static void silu_mul(const float *gate, const float *up, int64_t n, float *out) {
     int64_t i = 0;
@@ -73,71 +56,8 @@ static void silu_mul(const float *gate, const float *up, int64_t n, float *out) 
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-/* In place: e^(x - max) / sum, for one head's attention scores. */
-static void softmax(float *scores, int64_t n) {
-    float top = -INFINITY, sum = 0.0f;
-    int64_t i = 0;
-#if QB_VNNI
-    __m512 highest = _mm512_set1_ps(-INFINITY);
-    for (; i + 16 <= n; i += 16) highest = _mm512_max_ps(highest, _mm512_loadu_ps(scores + i));
-    top = _mm512_reduce_max_ps(highest);
-#endif
-    for (; i < n; i++) top = fmaxf(top, scores[i]);
-    i = 0;
-#if QB_VNNI
-    __m512 total = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(scores + i), _mm512_set1_ps(top)));
-        _mm512_storeu_ps(scores + i, e);
-        total = _mm512_add_ps(total, e);
-    }
-    sum = _mm512_reduce_add_ps(total);
-#endif
-    for (; i < n; i++) {
-        scores[i] = expf(scores[i] - top);
-        sum += scores[i];
-    }
-    const float inverse = 1.0f / sum;
-    for (int64_t j = 0; j < n; j++) scores[j] *= inverse;
-}
-
-typedef uint16_t bf16; /* the top half of an fp32 */
-
-static inline float bf16_to_float(bf16 value) {
-    const uint32_t bits = (uint32_t)value << 16;
-    float out;
-    memcpy(&out, &bits, sizeof out);
-    return out;
-}
-
-static inline bf16 float_to_bf16_rounded(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7fffffff) > 0x7f800000) return 0x7fc0; /* NaN, as torch writes it */
-    return (bf16)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16); /* round to nearest even */
-}
-
 static void store_bf16(const float *x, int64_t n, bf16 *out) {
     for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16_rounded(x[i]);
-}
-
-#if QB_VNNI
-/* 16 bf16 values widened to fp32. */
-static inline __m512 load_bf16(const bf16 *at) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)at)), 16));
-}
-#endif
-
-static float dot(const float *a, const bf16 *b, int64_t n) {
-    int64_t i = 0;
-    float sum = 0.0f;
-#if QB_VNNI
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load_bf16(b + i), acc);
-    sum = _mm512_reduce_add_ps(acc);
-#endif
-    for (; i < n; i++) sum += a[i] * bf16_to_float(b[i]);
-    return sum;
 }
 
 /* Normalise (Qwen3) and rotate the query and key heads of one token, in place. */
@@ -150,70 +70,6 @@ static void position_heads(float *qk, int64_t rows, int64_t d, const float *norm
         for (int64_t i = 0; i < d; i++) scratch[i] = head[(i + half) % d]; /* roll by d / 2 */
         for (int64_t i = 0; i < d; i++) head[i] = head[i] * cos[i] + scratch[i] * sin[i];
     }
-}
-
-#if QB_VNNI
-/* The sums of a, b, c and d's lanes, as [sum a, sum b, sum c, sum d]. */
-static inline __m128 sum_four(__m512 a, __m512 b, __m512 c, __m512 d) {
-    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    const __m512 all = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                     _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(all), _mm512_extractf32x8_ps(all, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
-}
-
-/* One query's scores against keys 0, 1, 2, ... four at a time (one horizontal sum per four
- * keys instead of one per key); returns how many keys it scored (a multiple of 4). */
-static int64_t scores_by_four(const float *query, const bf16 *keys, int64_t length, int64_t d, float *scores) {
-    __m512 q[16];
-    for (int64_t j = 0; j < d / 16; j++) q[j] = _mm512_loadu_ps(query + 16 * j);
-    int64_t t = 0;
-    for (; t + 4 <= length; t += 4) {
-        __m512 acc[4];
-        for (int u = 0; u < 4; u++) {
-            const bf16 *key = keys + (t + u) * d;
-            acc[u] = _mm512_mul_ps(q[0], load_bf16(key));
-            for (int64_t j = 1; j < d / 16; j++) acc[u] = _mm512_fmadd_ps(q[j], load_bf16(key + 16 * j), acc[u]);
-        }
-        _mm_storeu_ps(scores + t, sum_four(acc[0], acc[1], acc[2], acc[3]));
-    }
-    return t;
-}
-#endif
-
-/* The `group` query heads that share one KV head, over its positions 0..length-1: each key
- * and value row is read once for the group. scores: [group][length] scratch. */
-static void attend_group(const float *queries, const bf16 *keys, const bf16 *values, int64_t length,
-                         int64_t d, int64_t group, float *scores, float *out) {
-    for (int64_t g = 0; g < group; g++) {
-        int64_t t = 0;
-#if QB_VNNI
-        if (d % 16 == 0 && d <= 256) t = scores_by_four(queries + g * d, keys, length, d, scores + g * length);
-#endif
-        for (; t < length; t++) scores[g * length + t] = dot(queries + g * d, keys + t * d, d);
-    }
-    for (int64_t g = 0; g < group; g++) softmax(scores + g * length, length);
-#if QB_VNNI
-    if (d % 16 == 0 && d <= 256) { /* the head's output stays in registers over all positions */
-        for (int64_t g = 0; g < group; g++) {
-            __m512 acc[16];
-            for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_setzero_ps();
-            for (int64_t t = 0; t < length; t++) {
-                const __m512 p = _mm512_set1_ps(scores[g * length + t]);
-                for (int64_t j = 0; j < d / 16; j++) acc[j] = _mm512_fmadd_ps(p, load_bf16(values + t * d + 16 * j), acc[j]);
-            }
-            for (int64_t j = 0; j < d / 16; j++) _mm512_storeu_ps(out + g * d + 16 * j, acc[j]);
-        }
-        return;
-    }
-#endif
-    memset(out, 0, sizeof(float) * (size_t)(group * d));
-    for (int64_t t = 0; t < length; t++)
-        for (int64_t g = 0; g < group; g++) {
-            const float p = scores[g * length + t];
-            for (int64_t i = 0; i < d; i++) out[g * d + i] += p * bf16_to_float(values[t * d + i]);
-        }
 }
 
 static void add_bias(float *x, const float *bias, int64_t n) {
@@ -309,7 +165,7 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
                 const SequenceSlot *slot = slots + b;
                 const int64_t stride = kv_heads * slot->capacity * d, h = kv * group;
                 const bf16 *layer_keys = slot->keys + index * stride, *layer_values = slot->values + index * stride;
-                attend_group(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
+                qb_attend_group(s.projected + b * widest + h * d, layer_keys + kv * slot->capacity * d,
                              layer_values + kv * slot->capacity * d, slot->position + 1, d, group,
                              s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
             }

@@ -151,3 +151,33 @@ def test_a_decode_batch_row_equals_the_sequence_decoded_alone(
         # Bit-identical on the compiled kernel (each row alone); torch's matmuls may block
         # a batch differently.
         assert torch.allclose(together[row], expected, rtol=0, atol=0 if fused else 1e-5)
+
+
+@pytest.mark.parametrize(("start", "count"), [(0, 19), (37, 21), (50, 1)])
+def test_prompt_attention_in_c_equals_masked_attention(
+    tiny_model_dir: Path, start: int, count: int
+) -> None:
+    decoder = native(tiny_model_dir, "int8")
+    assert decoder.fused is not None
+    c = decoder.config
+    torch.manual_seed(0)
+    cache = decoder.new_cache(start + count + 5)
+    cache.reserve(start + count)
+    cache.keys.normal_()
+    cache.values.normal_()
+    cache.length = start  # the chunk's own keys and values are already in the cache
+    queries = torch.randn(count, c.heads, c.head_dim) / 4
+    got = decoder.fused.prompt_attention(0, queries, cache)
+    end = start + count
+    keys, values = cache.keys[0, :, :end].float(), cache.values[0, :, :end].float()
+    visible = torch.arange(end)[None, :] <= torch.arange(count)[:, None] + start
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        queries.transpose(0, 1)[None],
+        keys[None],
+        values[None],
+        attn_mask=visible,
+        scale=1.0,
+        enable_gqa=True,
+    )[0]
+    assert got.shape == (count, c.heads * c.head_dim)
+    assert torch.allclose(got, expected.transpose(0, 1).reshape(count, -1), atol=1e-5)
