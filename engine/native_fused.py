@@ -127,6 +127,22 @@ class FusedDecodeStep:
             **fields,
         )
 
+    def position_heads(
+        self, index: int, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        """A prompt chunk's query and key heads [T, heads + kv_heads, head_dim] normalised
+        (for Qwen3) and rotated by cos, sin [T, head_dim] in C, as the decode step does
+        them -> fp32, the same shape."""
+        qk = qk.float().contiguous()
+        layer = ctypes.addressof(self.layers) + index * ctypes.sizeof(DecoderLayer)
+        status = self._library.qb_position_heads(
+            ctypes.addressof(self.shape), layer, pointer(qk), qk.shape[0], pointer(cos),
+            pointer(sin), torch.get_num_threads(),
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("positioning heads could not allocate its scratch memory")
+        return qk
+
     def prompt_attention(self, index: int, queries: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """A prompt chunk's causal attention in C, as its decode steps would compute it:
         queries [T, heads, head_dim] fp32 (rotated, scaled) at the positions after

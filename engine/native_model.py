@@ -152,8 +152,7 @@ class NativeDecoder:
         positions = [
             p for start, n in zip(starts, counts, strict=True) for p in range(start, start + n)
         ]
-        cos, sin = self.rotary.rows(positions)
-        cos, sin = cos[:, None], sin[:, None]  # [N, 1, D]
+        cos, sin = (table.float().contiguous() for table in self.rotary.rows(positions))  # [N, D]
         x = self.embedding(torch.cat([ids for ids, _ in chunks]))  # [N, hidden]
         rows = x.shape[0]
         q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
@@ -163,9 +162,12 @@ class NativeDecoder:
             qk, v = torch.split(_prompt(layer.qkv, h), [q_size + kv_size, kv_size], dim=-1)
             # Queries and keys share one norm call and one rotation: half the small ops.
             qk = qk.view(rows, c.heads + c.kv_heads, c.head_dim)
-            if layer.qk_norm is not None:
-                qk = layer.qk_norm(qk)
-            qk = apply_rotary(qk, cos, sin)
+            if self.fused is not None:
+                qk = self.fused.position_heads(index, qk, cos, sin)
+            else:
+                if layer.qk_norm is not None:
+                    qk = layer.qk_norm(qk)
+                qk = apply_rotary(qk, cos[:, None], sin[:, None])
             v = v.view(rows, c.kv_heads, c.head_dim)
             attended = [
                 self._attend(index, qk[lo:hi], v[lo:hi], cache)
