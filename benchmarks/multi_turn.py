@@ -2,11 +2,11 @@
 
     python benchmarks/multi_turn.py --arch qwen3-0.6b --random-weights
 
-One conversation of --turns turns (the bot's system prompt, ~110-token user messages,
-128-token answers, history sent back each turn as the chat service does), run once with
-kept state (the default) and once with ENGINE__PREFIX_CACHE_MB=0. Reported per turn: prompt
-tokens, tokens reused, TTFT (submission to first token) both ways; and turn N's TTFT over
-turn 1's. Never part of the test run.
+A conversation of --turns turns (the bot's system prompt, ~110-token user messages,
+128-token answers, history sent back each turn as the chat service does), run --runs times
+with kept state (the default) and as many times with ENGINE__PREFIX_CACHE_MB=0. Reported
+per turn: prompt tokens, tokens reused, median TTFT (submission to first token) both ways;
+and turn N's TTFT over turn 1's. Never part of the test run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,9 @@ def user_message(turn: int, tokens: int, count: Any) -> str:
     return text.strip()
 
 
-async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> list[dict[str, Any]]:
-    """Run the whole conversation on a fresh engine; one row per turn."""
-    from bot.settings import DEFAULT_SYSTEM_PROMPT
+async def conversations(model: str, args: argparse.Namespace, keep_mb: int) -> list[dict[str, Any]]:
+    """args.runs conversations on one engine, each forgotten before the next (its turn 1
+    starts cold); one row per turn with the median TTFT over the runs."""
     from engine.config import EngineSettings
     from engine.engine import Engine
     from engine.events import ChatTurn, GenerationRequest
@@ -55,7 +56,22 @@ async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> li
     )
     await engine.start()
     await engine.generate(GenerationRequest((ChatTurn("user", "warm up"),), max_new_tokens=4))
-    engine.forget("warm-up")
+    runs = []
+    for run in range(args.runs):
+        runs.append(await conversation(engine, args, f"chat{run}"))
+        engine.forget(f"chat{run}")
+    await engine.close()
+    return [
+        {**rows[0], "ttft_s": statistics.median(row["ttft_s"] for row in rows)}
+        for rows in zip(*runs, strict=True)
+    ]
+
+
+async def conversation(engine: Any, args: argparse.Namespace, chat: str) -> list[dict[str, Any]]:
+    """One conversation of args.turns turns; one row per turn."""
+    from bot.settings import DEFAULT_SYSTEM_PROMPT
+    from engine.events import ChatTurn, GenerationRequest
+
     history: list[ChatTurn] = []
     rows = []
     for turn in range(args.turns):
@@ -65,7 +81,7 @@ async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> li
             max_new_tokens=args.answer_tokens,
             ignore_stop=True,
             owner="user",
-            conversation="chat",
+            conversation=chat,
         )
         finished = await engine.generate(request)
         stats = finished.stats
@@ -78,7 +94,6 @@ async def conversation(model: str, args: argparse.Namespace, keep_mb: int) -> li
             }
         )
         history += [user, ChatTurn("assistant", finished.as_generated)]  # as the bot stores it
-    await engine.close()
     return rows
 
 
@@ -92,6 +107,7 @@ def main() -> int:
     parser.add_argument("--user-tokens", type=int, default=110)
     parser.add_argument("--answer-tokens", type=int, default=128)
     parser.add_argument("--keep-mb", type=int, default=512, help="the kept-state budget")
+    parser.add_argument("--runs", type=int, default=3, help="conversations; medians reported")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "multi_turn.json"
     )
@@ -101,8 +117,8 @@ def main() -> int:
     from rich.table import Table
 
     model = chosen_model(parser, args)
-    kept = asyncio.run(conversation(model, args, args.keep_mb))
-    fresh = asyncio.run(conversation(model, args, 0))
+    kept = asyncio.run(conversations(model, args, args.keep_mb))
+    fresh = asyncio.run(conversations(model, args, 0))
     table = Table(title=f"{args.turns}-turn chat, TTFT per turn with and without kept state")
     for column in ("turn", "prompt tokens", "reused", "TTFT kept", "TTFT without", "kept / turn 1"):
         table.add_column(column)
