@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from engine.native_parts import RMSNorm
 
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-# The step's KV cache: bf16 halves what attention reads per token (at 8 chats as much as the
-# weights in fp32) and what a kept conversation holds; activations stay fp32.
+# The step's KV cache: bf16 halves what attention reads per step (in fp32, eight chats' caches
+# were as many bytes as the weights) and what a kept conversation holds; activations stay fp32.
 KV_DTYPE = torch.bfloat16
 
 
@@ -147,7 +147,7 @@ class FusedDecodeStep:
         """A prompt chunk's causal attention in C, as its decode steps would compute it:
         queries [T, heads, head_dim] fp32 (rotated, scaled) at the positions after
         cache.length, whose keys and values layer `index` already holds -> [T, heads *
-        head_dim] fp32. torch's flash attention was 3-4x slower over a long history."""
+        head_dim] fp32. torch's flash attention took twice as long over a long history."""
         shape = self.shape
         count = queries.shape[0]
         queries = queries.float().contiguous()

@@ -7,9 +7,9 @@
  * work between them is done by one thread, with a barrier after each part.
  * Arithmetic follows native_model.py: fp32 activations, RMSNorm with the weight pre-scaled
  * by sqrt(n), the attention scale folded into the queries, rotate-half rotary with a
- * sign-folded sin. The KV cache [layers, kv_heads, capacity, head_dim] is bf16: at 8 chats
- * reading it costs as much memory traffic as the weights in fp32, and a kept conversation
- * takes half the memory. Keys and values are rounded to nearest even when stored (as torch's
+ * sign-folded sin. The KV cache [layers, kv_heads, capacity, head_dim] is bf16: in fp32, eight
+ * chats' caches were as many bytes per step as the weights, and a kept conversation took
+ * twice the memory. Keys and values are rounded to nearest even when stored (as torch's
  * conversion does for prompts) and widened to fp32 as they are read.
  */
 #include <math.h>
