@@ -143,15 +143,30 @@ class FusedDecodeStep:
             raise MemoryError("positioning heads could not allocate its scratch memory")
         return qk
 
-    def prompt_attention(self, index: int, queries: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def norm_rows(self, index: int, norm: str, x: torch.Tensor) -> torch.Tensor:
+        """Prompt rows x [T, hidden] fp32 -> RMS-normalised by layer `index`'s `norm`
+        ("attn_norm" or "mlp_norm") as the decode step does it, in bf16 for the matmul."""
+        x = x.float().contiguous()
+        out = torch.empty(x.shape, dtype=torch.bfloat16)
+        self._library.qb_rms_norm_rows(
+            pointer(x), x.shape[0], x.shape[1], getattr(self.layers[index], norm),
+            self.shape.hidden_floor, pointer(out), torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    def prompt_attention(
+        self, index: int, queries: torch.Tensor, cache: KVCache, out: torch.Tensor
+    ) -> None:
         """A prompt chunk's causal attention in C, as its decode steps would compute it:
         queries [T, heads, head_dim] fp32 (rotated, scaled) at the positions after
-        cache.length, whose keys and values layer `index` already holds -> [T, heads *
-        head_dim] fp32. torch's flash attention took twice as long over a long history."""
+        cache.length, whose keys and values layer `index` already holds -> out [T, heads *
+        head_dim] (fp32, contiguous). torch's flash attention took twice as long over a long
+        history."""
         shape = self.shape
         count = queries.shape[0]
         queries = queries.float().contiguous()
-        out = torch.empty(count, shape.heads * shape.head_dim)
+        if out.dtype != torch.float32 or not out.is_contiguous():
+            raise TypeError("prompt attention writes contiguous fp32 rows")
         layer = shape.kv_heads * cache.capacity * shape.head_dim * cache.keys.element_size()
         status = self._library.qb_prompt_attention(
             pointer(queries), pointer(cache.keys) + index * layer,
@@ -160,7 +175,6 @@ class FusedDecodeStep:
         )  # fmt: skip
         if status != 0:
             raise MemoryError("prompt attention could not allocate its scratch memory")
-        return out
 
     def __call__(
         self, x: torch.Tensor, caches: Sequence[KVCache], cos: torch.Tensor, sin: torch.Tensor

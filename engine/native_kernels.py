@@ -35,6 +35,7 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "qb_linear": ([_P, _P, _INT, _P, _P, _I64, _I64, _I64, _INT], _INT),
     "qb_unpack_bf16": ([_P, _P, _INT, _I64, _I64, _P, _INT], None),
     "qb_decode_step": ([_P, _P, _I64, _P, _P, _INT], _INT),
+    "qb_rms_norm_rows": ([_P, _I64, _I64, _P, ctypes.c_float, _P, _INT], None),
     "qb_position_heads": ([_P, _P, _P, _I64, _P, _P, _INT], _INT),
     "qb_prompt_attention": ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT),
 }

@@ -158,7 +158,7 @@ class NativeDecoder:
         q_size, kv_size = c.heads * c.head_dim, c.kv_heads * c.head_dim
         offsets = [0, *itertools.accumulate(counts)]
         for index, layer in enumerate(self.layers):
-            h = layer.attn_norm(x)
+            h = self._prompt_norm(index, "attn_norm", x)
             qk, v = torch.split(_prompt(layer.qkv, h), [q_size + kv_size, kv_size], dim=-1)
             # Queries and keys share one norm call and one rotation: half the small ops.
             qk = qk.view(rows, c.heads + c.kv_heads, c.head_dim)
@@ -169,28 +169,37 @@ class NativeDecoder:
                     qk = layer.qk_norm(qk)
                 qk = apply_rotary(qk, cos[:, None], sin[:, None])
             v = v.view(rows, c.kv_heads, c.head_dim)
-            attended = [
-                self._attend(index, qk[lo:hi], v[lo:hi], cache)
-                for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False)
-            ]
-            joined = attended[0] if len(attended) == 1 else torch.cat(attended)
-            x = x + _prompt(layer.out, joined)
-            gate, up = _prompt(layer.gate_up, layer.mlp_norm(x)).chunk(2, dim=-1)
+            attended = torch.empty(rows, q_size, dtype=qk.dtype)  # each chunk fills its rows
+            for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False):
+                self._attend(index, qk[lo:hi], v[lo:hi], cache, attended[lo:hi])
+            x = x + _prompt(layer.out, attended)
+            gate, up = _prompt(layer.gate_up, self._prompt_norm(index, "mlp_norm", x)).chunk(
+                2, dim=-1
+            )
             x = x + _prompt(layer.down, functional.silu(gate) * up)
         for (_, cache), count in zip(chunks, counts, strict=True):
             cache.length += count
         return x[[end - 1 for end in offsets[1:]]]
 
+    def _prompt_norm(self, index: int, norm: str, x: torch.Tensor) -> torch.Tensor:
+        """A prompt pass's RMSNorm (norm: "attn_norm" or "mlp_norm"): in C, to bf16, when
+        the decode step is (the matmul reads bf16 anyway); else in torch."""
+        if self.fused is not None:
+            return self.fused.norm_rows(index, norm, x)
+        module: RMSNorm = getattr(self.layers[index], norm)
+        return module(x)
+
     def _attend(
-        self, index: int, qk: torch.Tensor, v: torch.Tensor, cache: KVCache
-    ) -> torch.Tensor:
+        self, index: int, qk: torch.Tensor, v: torch.Tensor, cache: KVCache, out: torch.Tensor
+    ) -> None:
         """One sequence's chunk: rotated qk [T, heads + kv_heads, D] and v [T, kv_heads, D]
-        after its cached tokens -> attended [T, heads * D]; k and v join the cache."""
+        after its cached tokens -> attended into out [T, heads * D]; k and v join the cache."""
         c = self.config
         count, start = qk.shape[0], cache.length
         keys, values = cache.write(index, qk[:, c.heads :].transpose(0, 1), v.transpose(0, 1))
         if self.fused is not None:
-            return self.fused.prompt_attention(index, qk[:, : c.heads], cache)
+            self.fused.prompt_attention(index, qk[:, : c.heads], cache, out)
+            return
         qk = qk.transpose(0, 1)
         attended = functional.scaled_dot_product_attention(
             qk[None, : c.heads],
@@ -201,7 +210,7 @@ class NativeDecoder:
             scale=1.0,  # folded into the query projection
             enable_gqa=c.heads != c.kv_heads,
         )[0]
-        return attended.transpose(0, 1).reshape(count, c.heads * c.head_dim)
+        out.copy_(attended.transpose(0, 1).reshape(count, c.heads * c.head_dim))
 
     def decode(self, ids: torch.Tensor, caches: Sequence[KVCache]) -> torch.Tensor:
         """ids [B], one new token for each of B sequences -> fp32 logits [B, vocab]; each

@@ -43,6 +43,20 @@ static void rms_norm(const float *x, const float *weight, int64_t n, float floor
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * inverse * weight[i];
 }
 
+/* Prompt rows x [rows, n] RMS-normalised as the decode step does, rounded to bf16 for the
+ * prompt's matmul (torch's norm took 4 broadcast ops and a conversion per row block). */
+void qb_rms_norm_rows(const float *x, int64_t rows, int64_t n, const float *weight, float floor,
+                      bf16 *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * n;
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; i++) sum += row[i] * row[i];
+        const float inverse = 1.0f / sqrtf(sum + floor);
+        for (int64_t i = 0; i < n; i++) out[r * n + i] = float_to_bf16_rounded(row[i] * inverse * weight[i]);
+    }
+}
+
 /* out[i] = silu(gate[i]) * up[i]. */
 static void silu_mul(const float *gate, const float *up, int64_t n, float *out) {
     int64_t i = 0;

@@ -167,7 +167,8 @@ def test_prompt_attention_in_c_equals_masked_attention(
     cache.values.normal_()
     cache.length = start  # the chunk's own keys and values are already in the cache
     queries = torch.randn(count, c.heads, c.head_dim) / 4
-    got = decoder.fused.prompt_attention(0, queries, cache)
+    got = torch.full((count, c.heads * c.head_dim), float("nan"))
+    decoder.fused.prompt_attention(0, queries, cache, got)
     end = start + count
     keys, values = cache.keys[0, :, :end].float(), cache.values[0, :, :end].float()
     visible = torch.arange(end)[None, :] <= torch.arange(count)[:, None] + start
