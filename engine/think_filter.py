@@ -26,7 +26,10 @@ class ThinkFilter:
         self._inside = starts_inside
         self._pending = ""
         self._seen_visible = False
-        self.lead = ""  # the whitespace dropped before the first visible character
+        self._thought = starts_inside  # a think block was (or is being) written
+        # The whitespace dropped before the first visible character of a reply without a
+        # think block (after one, the template renders the history its own way).
+        self.lead = ""
 
     def push(self, delta: str) -> str:
         """Add a delta; return the text that is now safe to show."""
@@ -39,7 +42,7 @@ class ThinkFilter:
                 if not self._inside:
                     out.append(self._pending[:index])
                 self._pending = self._pending[index + len(tag) :]
-                self._inside = not self._inside
+                self._inside, self._thought = not self._inside, True
                 continue
             keep = _partial_tag_suffix(self._pending, tag)
             ready = self._pending[: len(self._pending) - keep]
@@ -57,7 +60,8 @@ class ThinkFilter:
     def _visible(self, text: str) -> str:
         if not self._seen_visible:
             shown = text.lstrip()
-            self.lead += text[: len(text) - len(shown)]
+            if not self._thought:
+                self.lead += text[: len(text) - len(shown)]
             text, self._seen_visible = shown, bool(shown)
         return text
 

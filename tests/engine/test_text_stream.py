@@ -37,6 +37,9 @@ def test_the_whitespace_dropped_before_a_reply_is_kept_for_its_history() -> None
     think = ThinkFilter()
     assert "".join(feed(think, [" ", "\n Hello", " there "])) == "Hello there "
     assert think.lead == " \n "
+    after_thinking = ThinkFilter()
+    assert "".join(feed(after_thinking, [REPLY])) == "Hello! How can I help?"
+    assert after_thinking.lead == ""  # the template renders a thinking reply's history itself
 
 
 def test_one_character_at_a_time_never_shows_half_a_tag() -> None:
