@@ -173,9 +173,8 @@ class NativeDecoder:
             for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False):
                 self._attend(index, qk[lo:hi], v[lo:hi], cache, attended[lo:hi])
             x = x + _prompt(layer.out, attended)
-            gate, up = _prompt(layer.gate_up, self._prompt_norm(index, "mlp_norm", x)).chunk(
-                2, dim=-1
-            )
+            normed = self._prompt_norm(index, "mlp_norm", x)
+            gate, up = _prompt(layer.gate_up, normed).chunk(2, dim=-1)
             x = x + _prompt(layer.down, functional.silu(gate) * up)
         for (_, cache), count in zip(chunks, counts, strict=True):
             cache.length += count
@@ -287,11 +286,9 @@ class NativeDecoder:
 
 
 def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
-    """A prompt pass's matmul: always the dense path on packed weights, so a prompt's numbers
-    do not depend on how many rows share its pass (its company in the batch). Its output
-    stays bf16, what the GEMM made: the next op either reads it in bf16 (attention, the next
-    matmul) or adds it to the fp32 residual; converting 800 prompt rows' outputs to fp32 and
-    back cost a quarter of a prompt pass."""
+    """A prompt pass's matmul: the dense path on packed weights, so a prompt's numbers do not
+    depend on its company in the batch; bf16 out, as the next matmul reads it (fp32 round
+    trips cost a quarter of an 800-token pass)."""
     return linear.dense(x, torch.bfloat16) if isinstance(linear, PackedLinear) else linear(x)
 
 
