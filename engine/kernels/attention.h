@@ -13,13 +13,6 @@
 
 typedef uint16_t bf16; /* the top half of an fp32 */
 
-static inline bf16 float_to_bf16_rounded(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7fffffff) > 0x7f800000) return 0x7fc0; /* NaN, as torch writes it */
-    return (bf16)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16); /* round to nearest even */
-}
-
 #if QB_VNNI
 /* e^x for 16 floats: Cephes' expf polynomial (about 1 ulp), scaled by 2^n with vscalefps. */
 static inline __m512 exp512(__m512 x) {

@@ -279,12 +279,6 @@ int qb_linear(const uint8_t *packed, const uint16_t *packed_scales, int bits, co
     return failed ? -1 : 0;
 }
 
-static inline uint16_t float_to_bf16(float value) {
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    return (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16); /* round to nearest even */
-}
-
 /* The whole packed matrix de-quantised to bf16 [N, K] row-major, for a prompt's dense matmul
  * (torch's bf16 GEMM beats this kernel once a prompt has a few rows). */
 void qb_unpack_bf16(const uint8_t *packed, const uint16_t *packed_scales, int bits, int64_t n,
@@ -319,7 +313,7 @@ void qb_unpack_bf16(const uint8_t *packed, const uint16_t *packed_scales, int bi
                 _mm512_storeu_si512(dst, (__m512i)_mm512_cvtne2ps_pbh(second, first));
 #else
                 for (int64_t j = 0; j < BLOCK; j++)
-                    dst[j] = float_to_bf16((float)code_at(block, r, j, bits) * d + m);
+                    dst[j] = float_to_bf16_rounded((float)code_at(block, r, j, bits) * d + m);
 #endif
             }
         }

@@ -3,12 +3,21 @@
 #define QWENBOT_PACKED_LINEAR_H
 
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__) && !defined(QB_PORTABLE)
 #define QB_VNNI 1
 #else
 #define QB_VNNI 0
 #endif
+
+/* fp32 -> bf16, rounded to nearest even as torch does (NaN as torch writes it). */
+static inline uint16_t float_to_bf16_rounded(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7fffffff) > 0x7f800000) return 0x7fc0;
+    return (uint16_t)((bits + 0x7fff + ((bits >> 16) & 1)) >> 16);
+}
 
 /* One row of activations, quantised for the kernel. */
 typedef struct {
