@@ -81,7 +81,10 @@ static void position_heads(float *qk, int64_t rows, int64_t d, const float *norm
     for (int64_t row = 0; row < rows; row++) {
         float *head = qk + row * d;
         if (norm) rms_norm(head, norm + row * d, d, floor, head);
-        for (int64_t i = 0; i < d; i++) scratch[i] = head[(i + half) % d]; /* roll by d / 2 */
+        for (int64_t i = 0; i < half; i++) { /* roll by d / 2 (two loops: no division) */
+            scratch[i] = head[i + half];
+            scratch[i + half] = head[i];
+        }
         for (int64_t i = 0; i < d; i++) head[i] = head[i] * cos[i] + scratch[i] * sin[i];
     }
 }
