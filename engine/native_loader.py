@@ -17,7 +17,8 @@ from engine.errors import ModelLoadFailed
 from engine.loader import load_weights, source_kwargs
 from engine.model_source import ModelSource
 from engine.native_linear import Scheme, kernel_problem
-from engine.native_model import NativeConfig, NativeDecoder, UnsupportedArchitecture
+from engine.native_model import NativeConfig, NativeDecoder
+from engine.native_parts import UnsupportedArchitecture
 from engine.native_weights import (
     SafetensorsReader,
     TensorFetch,

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.native_linear import Int8Rows, Weight
 from engine.packed_linear import PackedWeights
+
+
+class UnsupportedArchitecture(ValueError):
+    """The model is not one the native decoder implements; transformers runs it instead."""
+
+
+def rope_frequencies(config: Any, head_dim: int) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies [head_dim / 2] and attention scaling, for any rope type
+    transformers knows (default, llama3, yarn, ...)."""
+    parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    parameters = dict(parameters or {})
+    rope_type = parameters.get("rope_type") or parameters.get("type") or "default"
+    if rope_type == "default":
+        theta = parameters.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+        return (1.0 / (float(theta) ** exponents)).float(), 1.0
+    if rope_type not in ROPE_INIT_FUNCTIONS:
+        raise UnsupportedArchitecture(f"rope type '{rope_type}'")
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+    return inv_freq.float(), float(scaling)
 
 
 class RotaryTable:

@@ -24,8 +24,8 @@ from engine.native_linear import (
     int8_rows,
     linear_factory,
 )
-from engine.native_model import NativeConfig, NativeDecoder, NativeLayer, rope_frequencies
-from engine.native_parts import Embedding, RMSNorm, RotaryTable
+from engine.native_model import NativeConfig, NativeDecoder, NativeLayer
+from engine.native_parts import Embedding, RMSNorm, RotaryTable, rope_frequencies
 from engine.packed_linear import PackedLinear, packed_fits
 
 TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None

@@ -1,11 +1,6 @@
-/* Attention over the bf16 KV cache, in C: the decode step's (one new token per sequence) and
- * a prompt chunk's (each new token over the cache up to itself).
- *
- * torch's CPU flash attention ran a 133-token chunk over a 1,459-token history at ~110
- * GFLOP/s (13-17 ms a layer on 2 Zen 5 cores), most of a long chat's next-turn TTFT. Here each
- * (query position, KV head) pair is the decode step's kernel: the group's scores against keys
- * read once, four at a time, softmax, then values summed in registers; the pairs are shared
- * out between the threads. A prompt's attention then computes as its decode steps would.
+/* The decode step's attention over the bf16 KV cache, in C: one new token's query heads of a
+ * KV head against every cached key, four keys at a time (prompt_attention.c uses it too
+ * where the CPU lacks bf16 dot products).
  */
 #include <math.h>
 #include <stdint.h>
@@ -158,33 +153,4 @@ void qb_attend_group(const float *queries, const bf16 *keys, const bf16 *values,
             const float p = scores[g * length + t];
             for (int64_t i = 0; i < d; i++) out[g * d + i] += p * bf16_to_float(values[t * d + i]);
         }
-}
-
-/* A prompt chunk's causal attention: queries [count, heads, d] (fp32, rotated, scaled) at
- * positions start..start + count - 1, over one layer's cache keys and values [kv_heads,
- * capacity, d] that already hold the chunk's own -> out [count, heads * d]. Returns 0, or -1
- * when scratch memory cannot be had. */
-int qb_prompt_attention(const float *queries, const bf16 *keys, const bf16 *values, int64_t heads,
-                        int64_t kv_heads, int64_t d, int64_t capacity, int64_t start, int64_t count,
-                        float *out, int threads) {
-    const int64_t group = heads / kv_heads, longest = start + count;
-    int failed = 0;
-#pragma omp parallel num_threads(threads)
-    {
-        float *scores = malloc(sizeof(float) * (size_t)(group * longest));
-        if (!scores) {
-#pragma omp atomic write
-            failed = 1;
-        }
-        /* later positions attend further: small dynamic chunks keep the threads even */
-#pragma omp for schedule(dynamic, 4) collapse(2)
-        for (int64_t t = 0; t < count; t++)
-            for (int64_t kv = 0; kv < kv_heads; kv++)
-                if (scores)
-                    qb_attend_group(queries + (t * heads + kv * group) * d, keys + kv * capacity * d,
-                                    values + kv * capacity * d, start + t + 1, d, group, scores,
-                                    out + (t * heads + kv * group) * d);
-        free(scores);
-    }
-    return failed ? -1 : 0;
 }

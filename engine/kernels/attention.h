@@ -13,6 +13,13 @@
 
 typedef uint16_t bf16; /* the top half of an fp32 */
 
+/* bf16 pair dot products (vdpbf16ps): a prompt chunk's attention as tiled matrix products */
+#if QB_VNNI && defined(__AVX512BF16__)
+#define QB_BF16 1
+#else
+#define QB_BF16 0
+#endif
+
 #if QB_VNNI
 /* e^x for 16 floats: Cephes' expf polynomial (about 1 ulp), scaled by 2^n with vscalefps. */
 static inline __m512 exp512(__m512 x) {
@@ -36,7 +43,7 @@ static inline __m512 exp512(__m512 x) {
 void qb_attend_group(const float *queries, const bf16 *keys, const bf16 *values, int64_t length,
                      int64_t d, int64_t group, float *scores, float *out);
 
-/* A prompt chunk's causal attention over the cache (attention.c). */
+/* A prompt chunk's causal attention over the cache (prompt_attention.c). */
 int qb_prompt_attention(const float *queries, const bf16 *keys, const bf16 *values, int64_t heads,
                         int64_t kv_heads, int64_t d, int64_t capacity, int64_t start, int64_t count,
                         float *out, int threads);

@@ -173,7 +173,7 @@ def test_prompt_attention_in_c_equals_masked_attention(
     keys, values = cache.keys[0, :, :end].float(), cache.values[0, :, :end].float()
     visible = torch.arange(end)[None, :] <= torch.arange(count)[:, None] + start
     expected = torch.nn.functional.scaled_dot_product_attention(
-        queries.transpose(0, 1)[None],
+        queries.bfloat16().float().transpose(0, 1)[None],  # the tiled kernel's bf16 queries
         keys[None],
         values[None],
         attn_mask=visible,
@@ -181,4 +181,6 @@ def test_prompt_attention_in_c_equals_masked_attention(
         enable_gqa=True,
     )[0]
     assert got.shape == (count, c.heads * c.head_dim)
-    assert torch.allclose(got, expected.transpose(0, 1).reshape(count, -1), atol=1e-5)
+    # Where the CPU has bf16 dot products the weights are rounded to bf16 (2^-9 relative)
+    # before they sum the values, as torch's bf16 attention does; else all is fp32.
+    assert torch.allclose(got, expected.transpose(0, 1).reshape(count, -1), atol=1e-2)
