@@ -8,8 +8,10 @@ The reference (transformers, float32, eager) answers each of 24 varied chat prom
 since generate()'s min_new_tokens would hide end-of-turn from the reference only. Each
 configuration is then teacher-forced along those answers through its own prefill and
 decode steps (the code path replies use), and we count how often its top-1 token equals
-the reference's. The bot's answer to the Paris question is compared verbatim.
-Never part of the test run.
+the reference's. The bot's answer to the Paris question is compared verbatim. For our own
+decoder, the prompts are also read eight at a time and decoded as one batch along the same
+answers: the batch's top-1 agreement with each prompt alone (bit-identical logits where the
+CPU's bf16 GEMM rounds a row the same whatever the row count). Never part of the test run.
 """
 
 from __future__ import annotations
@@ -144,7 +146,9 @@ def main() -> int:
     from engine.events import ChatTurn
     from engine.loader import load_tokenizer, quiet_libraries
     from engine.model_source import resolve_source
+    from engine.native_model import NativeDecoder
     from engine.prompt import encode_prompt, render_chat
+    from tests.support.teacher_forcing import batch_agreement
 
     quiet_libraries()
     if args.model is None:
@@ -167,6 +171,9 @@ def main() -> int:
         settings = EngineSettings(**{**base, **CONFIGS[name]})
         bundle = bootstrap(settings.model_copy(update={"warmup": False}))
         score = agreement(bundle, prompts, answers)
+        batch = None
+        if isinstance(bundle.model, NativeDecoder):
+            batch = batch_agreement(bundle.model, prompts, answers)
         summary = bundle.effective().summary()
         del bundle
         paris = asyncio.run(paris_reply(settings))
@@ -175,6 +182,8 @@ def main() -> int:
                 "name": name,
                 "config": summary,
                 "agreement": score,
+                "batch_of_8_vs_alone": None if batch is None else batch[0],
+                "batch_bit_identical": None if batch is None else batch[1],
                 "paris_unchanged": paris == reference_paris,
                 "paris": paris,
             }
@@ -184,11 +193,16 @@ def main() -> int:
         title=f"{Path(args.model).name}: top-1 agreement with fp32 eager, teacher-forced, "
         f"{len(PROMPTS)} prompts x {args.new_tokens} tokens"
     )
-    for column in ("configuration", "agreement", "Paris answer unchanged"):
+    for column in ("configuration", "agreement", "Paris answer unchanged", "batch of 8 = alone"):
         table.add_column(column)
     for row in rows:
+        batch = row["batch_of_8_vs_alone"]
+        exact = " (bit-identical)" if row["batch_bit_identical"] else ""
         table.add_row(
-            row["name"], f"{row['agreement']:.1%}", "yes" if row["paris_unchanged"] else "no"
+            row["name"],
+            f"{row['agreement']:.1%}",
+            "yes" if row["paris_unchanged"] else "no",
+            "-" if batch is None else f"{batch:.1%}{exact}",
         )
     Console().print(table)
     print(f"reference Paris answer: {reference_paris!r}")
