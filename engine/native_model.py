@@ -111,10 +111,7 @@ class NativeDecoder:
         self.dtype = dtype  # activations and norms
         self.fused = fused_decode_step(config, layers, dtype)  # None: torch ops per layer
         self.kv_dtype = KV_DTYPE if self.fused is not None else dtype
-        # A prompt chunk's attention: where the CPU has AMX, oneDNN's bf16 kernels behind
-        # torch's SDPA beat ours 2-3x (2.3-3.8 ms a layer against 8.5 for 133 tokens over
-        # 1,459 on a 2-core Xeon); elsewhere ours beat torch's 2x (Zen 5, stop 11).
-        self.c_attention = self.fused is not None and "amx_bf16" not in cpu_flags()
+        self.c_attention = self.fused is not None and prompt_attention_in_c()
 
     def new_cache(self, max_tokens: int) -> KVCache:
         """An empty cache for one conversation of up to max_tokens tokens."""
@@ -273,6 +270,14 @@ class NativeDecoder:
             gate, up = layer.gate_up(layer.mlp_norm(x)).chunk(2, dim=-1)
             x = x + layer.down(functional.silu(gate) * up)
         return x
+
+
+def prompt_attention_in_c() -> bool:
+    """Whether prompt chunks attend in our C kernel rather than torch's bf16 SDPA: where the
+    CPU has AMX, oneDNN's kernels behind SDPA beat ours 2-3x (2.3-3.8 ms a layer against 8.5
+    for 133 tokens over 1,459 on a 2-core Xeon); without, ours beat torch's 2x (Zen 5).
+    benchmarks/prompt_attention.py compares them on any CPU."""
+    return "amx_bf16" not in cpu_flags()
 
 
 def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
