@@ -281,9 +281,9 @@ def prompt_attention_in_c() -> bool:
 
 
 def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
-    """A prompt pass's matmul: the dense path on packed weights, so a prompt's numbers do not
-    depend on its company in the batch; bf16 out, as the next matmul reads it (fp32 round
-    trips cost a quarter of an 800-token pass)."""
+    """A prompt pass's matmul: torch's bf16 GEMM on the packed weights de-quantised (its rows
+    round alike whatever their count on AVX-512, not with AMX); bf16 out, as the next matmul
+    reads it (fp32 round trips cost a quarter of an 800-token pass)."""
     return linear.dense(x, torch.bfloat16) if isinstance(linear, PackedLinear) else linear(x)
 
 

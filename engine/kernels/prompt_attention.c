@@ -1,10 +1,12 @@
 /* A prompt chunk's causal attention over the bf16 KV cache, in C.
  *
  * A chunk is many queries over the same keys: a matrix product. Scoring one query at a time
- * in fp32 (the decode step's kernel) ran at ~120 GFLOP/s, 12-13 ms a layer for 133 new tokens
- * over a 1,459-token history: most of a long chat's next-turn TTFT. Here 32 query rows (the
- * chunk's positions times the query heads of one KV head) form a tile, and both products use
- * bf16 pair dot products summed in fp32 (vdpbf16ps), twice the multiply rate of fp32 FMAs:
+ * in fp32 (the decode step's kernel) took 12 ms a layer on a 2-core Xeon (6-7 on Zen 5) for
+ * 133 new tokens over a 1,459-token history, most of a long chat's next-turn TTFT; this takes
+ * 8.5 ms on the Xeon (not yet measured on Zen 5). Here 32 query rows (the chunk's positions
+ * times the query heads of one KV head) form a tile, and both products use bf16 pair dot
+ * products summed in fp32 (vdpbf16ps: twice the multiply rate of fp32 FMAs on Zen 5; a Xeon
+ * with AMX has half, and takes torch's SDPA instead, see native_model.py):
  * - scores: the tile's queries, rounded to bf16 and packed in pairs, against each key's
  *   pairs read straight from the cache;
  * - softmax over a row's whole history in fp32 (no online rescaling, so a row's result does
@@ -73,7 +75,7 @@ static inline __m512bh load_pairs(const bf16 *at) { return (__m512bh)_mm512_load
 
 /* Keys 2p and 2p + 1 of head h interleaved, DIM_BLOCK dimensions at a time (the last odd
  * key pairs with zeros). */
-static __attribute__((noinline)) void pack_value_pair(const Chunk *c, int64_t h, int64_t p) {
+static void pack_value_pair(const Chunk *c, int64_t h, int64_t p) {
     const int64_t d = c->d, length = c->start + c->count;
     const bf16 *first = c->values + (h * c->capacity + 2 * p) * d;
     const bf16 *second = 2 * p + 1 < length ? first + d : NULL;
@@ -89,7 +91,7 @@ static __attribute__((noinline)) void pack_value_pair(const Chunk *c, int64_t h,
 
 /* scores[u][lane] for `count` (<= KEY_BLOCK) keys: the tile's packed queries [d / 2][LANES][2]
  * against each key's dimension pairs. */
-static __attribute__((noinline)) void score_keys(const bf16 *queries, const bf16 *keys,
+static inline __attribute__((always_inline)) void score_keys(const bf16 *queries, const bf16 *keys,
                                                              int64_t d, int count, float *scores) {
     __m512 acc[KEY_BLOCK][2];
     for (int u = 0; u < count; u++) acc[u][0] = acc[u][1] = _mm512_setzero_ps();
@@ -115,7 +117,7 @@ static inline __mmask16 hidden_from(__m512i positions, int64_t n) {
 
 /* The tile's rows: softmax of scores [length][LANES] -> bf16 probabilities in key pairs
  * [pairs][LANES][2]; returns each lane's 1 / (sum of its rounded probabilities). */
-static __attribute__((noinline)) void probabilities(const float *scores, const __m512i positions[2], int64_t first_position,
+static void probabilities(const float *scores, const __m512i positions[2], int64_t first_position,
                           int64_t length, bf16 *probs, __m512 inverse[2]) {
     for (int v = 0; v < 2; v++) {
         __m512 top = _mm512_set1_ps(-INFINITY);
@@ -188,6 +190,7 @@ static void attend_tile(const Chunk *c, int64_t h, int64_t first_row, float *sco
     }
 }
 
+/* Every head's values packed, then its tiles shared out between the threads. */
 static int tiled(const Chunk *chunk, int64_t kv_heads, int threads) {
     const int64_t longest = chunk->start + chunk->count;
     const int64_t tiles = (chunk->count * chunk->group + LANES - 1) / LANES;

@@ -146,6 +146,18 @@ def test_a_decode_batch_row_equals_the_sequence_decoded_alone(
         assert torch.allclose(together[row], expected, rtol=0, atol=0 if fused else 1e-5)
 
 
+def test_both_prompt_attention_paths_read_a_prompt_alike(tiny_model_dir: Path) -> None:
+    # Each CPU takes one path (torch's SDPA with AMX, our C kernel without): both must hold.
+    decoder = native(tiny_model_dir, "int8")
+    assert decoder.fused is not None
+    logits = []
+    for in_c in (True, False):
+        decoder.c_attention = in_c
+        logits.append(stepwise_logits(decoder, IDS, prompt=9))
+    assert torch.allclose(logits[0], logits[1], atol=1e-2, rtol=0)
+    assert torch.equal(logits[0].argmax(-1), logits[1].argmax(-1))
+
+
 @pytest.mark.parametrize(("start", "count"), [(0, 19), (37, 21), (50, 1)])
 def test_prompt_attention_in_c_equals_masked_attention(
     tiny_model_dir: Path, start: int, count: int
