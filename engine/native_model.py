@@ -8,6 +8,7 @@ grouped-query attention, and the output head run for the last position only.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ class NativeDecoder:
             queries[None],
             keys,
             values,
-            attn_mask=_causal_mask(start, count),
+            attn_mask=_causal_mask(start, count, queries.dtype),
             is_causal=start == 0,  # else the mask (or, for one token, every cached key)
             scale=1.0,  # folded into the query projection
             enable_gqa=c.heads != c.kv_heads,
@@ -287,9 +288,13 @@ def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
     return linear.dense(x, torch.bfloat16) if isinstance(linear, PackedLinear) else linear(x)
 
 
-def _causal_mask(start: int, count: int) -> torch.Tensor | None:
-    """Needed only when several new tokens follow cached ones (a reused prefix or a chunk)."""
+@functools.lru_cache(maxsize=8)
+def _causal_mask(start: int, count: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """Needed only when several new tokens follow cached ones (a reused prefix or a chunk):
+    0 where a token may look, -inf where not, [T, start + T]. Made once for a pass's layers,
+    and additive in the queries' dtype (SDPA converted a boolean one in every layer)."""
     if start == 0 or count == 1:
         return None
     new = torch.arange(count)[:, None] + start
-    return torch.arange(start + count)[None, :] <= new  # [T, start + T]
+    hidden = torch.arange(start + count)[None, :] > new
+    return torch.zeros(hidden.shape, dtype=dtype).masked_fill_(hidden, float("-inf"))
