@@ -30,6 +30,7 @@ _I64 = ctypes.c_int64
 _INT = ctypes.c_int
 _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "qb_vnni": ([], ctypes.c_int),
+    "qb_amx_enable": ([], ctypes.c_int),
     "qb_pack": ([_P, _P, _I64, _I64, _INT, _P, _P], None),
     "qb_rows": ([_P, _P, _INT, _P, _I64, _I64, _P], None),
     "qb_linear": ([_P, _P, _INT, _P, _P, _I64, _I64, _I64, _INT], _INT),
@@ -112,8 +113,11 @@ def load(path: Path) -> ctypes.CDLL:
 
 @functools.cache
 def kernels() -> ctypes.CDLL:
-    """This machine's kernel library, built on first use (raises KernelUnavailable)."""
-    return load(build())
+    """This machine's kernel library, built on first use (raises KernelUnavailable); on a
+    Xeon with AMX, the tile registers are asked for (Linux lends them per process)."""
+    library = load(build())
+    library.qb_amx_enable()
+    return library
 
 
 def pointer(tensor: torch.Tensor) -> int:

@@ -134,7 +134,7 @@ typedef struct {
 
 static void scratch_free(StepScratch *s) {
     free(s->normed); free(s->projected); free(s->attended); free(s->scores); free(s->scratch); free(s->residual);
-    for (int64_t b = 0; s->activations && b < s->batch; b++) qb_activations_free(s->activations + b);
+    if (s->activations && s->activations->high) qb_activations_free_rows(s->activations);
     free(s->activations);
 }
 
@@ -154,7 +154,7 @@ static int scratch_alloc(StepScratch *s, const DecoderShape *shape, int64_t batc
     s->residual = malloc(sizeof(float) * rows * (size_t)hidden);
     s->activations = calloc(rows, sizeof(Activations));
     int failed = !s->normed || !s->projected || !s->attended || !s->scores || !s->scratch || !s->residual || !s->activations;
-    for (int64_t b = 0; b < batch && !failed; b++) failed = qb_activations_alloc(s->activations + b, widest_input) != 0;
+    if (!failed) failed = qb_activations_alloc_rows(s->activations, batch, widest_input) != 0;
     if (failed) scratch_free(s);
     return failed ? -1 : 0;
 }

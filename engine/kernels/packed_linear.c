@@ -115,20 +115,22 @@ void qb_rows(const uint8_t *packed, const uint16_t *packed_scales, int bits, con
     }
 }
 
-int qb_activations_alloc(Activations *a, int64_t k) {
-    a->values = malloc(sizeof(int16_t) * (size_t)k);
-    a->high = malloc((size_t)k);
-    a->low = malloc((size_t)k);
-    a->block_sums = malloc(sizeof(int32_t) * (size_t)(k / BLOCK + 1));
-    a->scale = 0.0f;
-    if (a->values && a->high && a->low && a->block_sums) return 0;
-    qb_activations_free(a);
-    return -1;
+int qb_activations_alloc_rows(Activations *rows, int64_t count, int64_t k) {
+    const size_t n = (size_t)count, sums = (size_t)(k / BLOCK + 1);
+    int16_t *values = malloc(sizeof(int16_t) * n * (size_t)k);
+    int8_t *high = malloc(n * (size_t)k), *low = malloc(n * (size_t)k);
+    int32_t *block_sums = malloc(sizeof(int32_t) * n * sums);
+    if (!values || !high || !low || !block_sums) {
+        free(values); free(high); free(low); free(block_sums);
+        return -1;
+    }
+    for (int64_t i = 0; i < count; i++)
+        rows[i] = (Activations){values + i * k, high + i * k, low + i * k, block_sums + (size_t)i * sums, 0.0f, k};
+    return 0;
 }
 
-void qb_activations_free(Activations *a) {
-    free(a->values); free(a->high); free(a->low); free(a->block_sums);
-    a->values = NULL; a->high = a->low = NULL; a->block_sums = NULL;
+void qb_activations_free_rows(Activations *rows) { /* row 0 holds each block's start */
+    free(rows->values); free(rows->high); free(rows->low); free(rows->block_sums);
 }
 
 void qb_quantize(const float *x, int64_t k, int bits, Activations *a) {
@@ -256,9 +258,16 @@ static void tile_rows(const uint8_t *packed, const uint16_t *packed_scales, int 
 void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int bits,
                        const Activations *a, int64_t batch, int64_t n, int64_t k, float *y,
                        int64_t y_stride) {
+    const int amx = qb_amx_takes(bits, a, batch);
+    if (amx) qb_amx_begin(batch);
 #pragma omp for schedule(static)
-    for (int64_t tile = 0; tile < n / TILE; tile++)
-        tile_rows(packed, packed_scales, bits, a, batch, tile, k, y, y_stride);
+    for (int64_t tile = 0; tile < n / TILE; tile++) {
+        if (amx)
+            qb_amx_tile_rows(packed, packed_scales, a, batch, tile, k, y, y_stride);
+        else
+            tile_rows(packed, packed_scales, bits, a, batch, tile, k, y, y_stride);
+    }
+    if (amx) qb_amx_end();
 }
 
 /* y [M, N] = x [M, K] @ W.T for a packed W. Returns 0, or -1 when scratch memory cannot
@@ -266,15 +275,11 @@ void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int
 int qb_linear(const uint8_t *packed, const uint16_t *packed_scales, int bits, const float *x,
               float *y, int64_t m, int64_t n, int64_t k, int threads) {
     Activations *rows = calloc((size_t)m, sizeof(Activations));
-    int failed = rows == NULL;
-    for (int64_t row = 0; row < m && !failed; row++) {
-        failed = qb_activations_alloc(rows + row, k) != 0;
-        if (!failed) qb_quantize(x + row * k, k, bits, rows + row);
-    }
-#pragma omp parallel for num_threads(threads) schedule(static) if (!failed)
-    for (int64_t tile = 0; tile < (failed ? 0 : n / TILE); tile++)
-        tile_rows(packed, packed_scales, bits, rows, m, tile, k, y, n);
-    for (int64_t row = 0; rows && row < m; row++) qb_activations_free(rows + row);
+    int failed = rows == NULL || qb_activations_alloc_rows(rows, m, k) != 0;
+    for (int64_t row = 0; row < m && !failed; row++) qb_quantize(x + row * k, k, bits, rows + row);
+#pragma omp parallel num_threads(threads) if (!failed)
+    if (!failed) qb_rows_dot_batch(packed, packed_scales, bits, rows, m, n, k, y, n);
+    if (rows && !failed) qb_activations_free_rows(rows);
     free(rows);
     return failed ? -1 : 0;
 }

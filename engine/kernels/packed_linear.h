@@ -11,6 +11,13 @@
 #define QB_VNNI 0
 #endif
 
+/* AMX int8 tiles (Xeon 4th generation on): a batch's rows in one tile multiply (amx_rows.c) */
+#if QB_VNNI && defined(__AMX_TILE__) && defined(__AMX_INT8__)
+#define QB_AMX 1
+#else
+#define QB_AMX 0
+#endif
+
 /* fp32 -> bf16, rounded to nearest even as torch does (NaN as torch writes it). */
 static inline uint16_t float_to_bf16_rounded(float value) {
     uint32_t bits;
@@ -26,11 +33,13 @@ typedef struct {
     int8_t *low;      /* [K]: in [0, 127] */
     int32_t *block_sums; /* [K / 32]: the sum of each block's values */
     float scale;
+    int64_t stride; /* bytes from this row's high (and low) parts to the next row's */
 } Activations;
 
-/* Room for a row of up to k values; returns 0, or -1 when memory cannot be had. */
-int qb_activations_alloc(Activations *a, int64_t k);
-void qb_activations_free(Activations *a);
+/* Room for `count` rows of up to k values each, each part of all rows in one block (rows k
+ * bytes apart: a tile load takes them at once); returns 0, or -1 when memory cannot be had. */
+int qb_activations_alloc_rows(Activations *rows, int64_t count, int64_t k);
+void qb_activations_free_rows(Activations *rows);
 
 /* Quantise x [K] into a (the 4-bit path needs the split parts too). */
 void qb_quantize(const float *x, int64_t k, int bits, Activations *a);
@@ -43,5 +52,13 @@ void qb_quantize(const float *x, int64_t k, int bits, Activations *a);
 void qb_rows_dot_batch(const uint8_t *packed, const uint16_t *packed_scales, int bits,
                        const Activations *a, int64_t batch, int64_t n, int64_t k, float *y,
                        int64_t y_stride);
+
+/* AMX (amx_rows.c): whether this batch takes it; then, on each thread of the region, the
+ * tile set-up, the tiles (as tile_rows, the same sums to the bit), and the release. */
+int qb_amx_takes(int bits, const Activations *a, int64_t batch);
+void qb_amx_begin(int64_t batch);
+void qb_amx_tile_rows(const uint8_t *packed, const uint16_t *packed_scales, const Activations *a,
+                      int64_t batch, int64_t tile, int64_t k, float *y, int64_t y_stride);
+void qb_amx_end(void);
 
 #endif

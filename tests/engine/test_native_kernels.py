@@ -92,6 +92,18 @@ def test_packed_rows_are_the_weights_the_kernel_multiplies(
     assert torch.allclose(layer(one_hot)[0], column, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("batch", [2, 8, 16, 17])
+def test_a_batch_of_rows_sums_each_row_as_alone(bits: Bits, batch: int) -> None:
+    # Batches of 2-16 take AMX tiles where the CPU has them (8 bits), one row takes VNNI:
+    # both sum exactly in integers, so every row must come out the same to the bit.
+    torch.manual_seed(batch)
+    layer = PackedLinear(torch.randn(64, 1024) * 0.05, None, bits)
+    x = torch.randn(batch, 1024)
+    alone = torch.cat([layer.rows_kernel(x[i : i + 1]) for i in range(batch)])
+    assert torch.equal(layer.rows_kernel(x), alone)
+
+
 def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
     fast = native_kernels.kernels()
     if not fast.qb_vnni():
