@@ -49,15 +49,9 @@ class Engine:
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self.stats = EngineStats()
-        limits = WorkerLimits(
-            queue_size=settings.queue_size,
-            per_owner=settings.max_queued_per_user,
-            max_batch=settings.max_batch,
-            prefill_tokens=settings.prefill_chunk_tokens,
-            conversation_tokens=settings.max_input_tokens + settings.max_new_tokens,
-        )
         budget = settings.prefix_cache_mb * 1024 * 1024
         self._prefix_cache = PrefixCache(budget) if budget else None
+        limits = WorkerLimits.from_settings(settings)
         self._worker = Worker(limits, self.stats, self._prefix_cache)
         self._bundle: LoadedModel | None = None
         self._cache: ResponseCache | None = None

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from engine.bootstrap import LoadedModel
+from engine.config import EngineSettings
 from engine.errors import EngineError, GenerationFailed, Overloaded, TooManyQueued
 from engine.events import FinishReason, Queued
 from engine.model_runner import ModelRunner
@@ -47,6 +48,17 @@ class WorkerLimits:
     max_batch: int  # sequences decoding together
     prefill_tokens: int  # prompt tokens read per step (a long prompt is read in chunks)
     conversation_tokens: int  # KV cache room taken for a conversation: longest prompt + reply
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> WorkerLimits:
+        """The limits the engine's settings set."""
+        return cls(
+            queue_size=settings.queue_size,
+            per_owner=settings.max_queued_per_user,
+            max_batch=settings.max_batch,
+            prefill_tokens=settings.prefill_chunk_tokens,
+            conversation_tokens=settings.max_input_tokens + settings.max_new_tokens,
+        )
 
 
 class Worker:
