@@ -157,7 +157,8 @@ class NativeDecoder:
                     qk = layer.qk_norm(qk)
                 qk = apply_rotary(qk, cos[:, None], sin[:, None])
             v = v.view(rows, c.kv_heads, c.head_dim)
-            attended = torch.empty(rows, q_size, dtype=qk.dtype)  # each chunk fills its rows
+            made = qk.dtype if self.c_attention else self.kv_dtype  # C: fp32; SDPA: the cache's
+            attended = torch.empty(rows, q_size, dtype=made)  # each chunk fills its rows
             for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False):
                 self._attend(index, qk[lo:hi], v[lo:hi], cache, attended[lo:hi])
             x = x + _prompt(layer.out, attended)
@@ -169,8 +170,7 @@ class NativeDecoder:
         return x[[end - 1 for end in offsets[1:]]]
 
     def _prompt_norm(self, index: int, norm: str, x: torch.Tensor) -> torch.Tensor:
-        """A prompt pass's RMSNorm (norm: "attn_norm" or "mlp_norm"): in C, to bf16, when
-        the decode step is (the matmul reads bf16 anyway); else in torch."""
+        """A prompt pass's "attn_norm" or "mlp_norm": in C to bf16 when fused, else in torch."""
         if self.fused is not None:
             return self.fused.norm_rows(index, norm, x)
         module: RMSNorm = getattr(self.layers[index], norm)
