@@ -42,8 +42,8 @@ def contenders(history: int, count: int) -> dict[str, Callable[[], object]]:
     out = torch.empty(count, HEADS * HEAD_DIM)
     visible = torch.arange(end)[None, :] <= torch.arange(count)[:, None] + history
 
-    def ours() -> object:
-        return library.qb_prompt_attention(
+    def ours(kernel: Callable[..., int]) -> Callable[[], object]:
+        return lambda: kernel(
             pointer(queries), pointer(keys), pointer(values), HEADS, KV_HEADS, HEAD_DIM,
             keys.shape[1], history, count, pointer(out), torch.get_num_threads(),
         )  # fmt: skip
@@ -59,7 +59,11 @@ def contenders(history: int, count: int) -> dict[str, Callable[[], object]]:
             enable_gqa=True,
         )
 
-    return {"C kernel": ours, "torch SDPA bf16": sdpa}
+    return {
+        "C kernel": ours(library.qb_prompt_attention),
+        "C per query": ours(library.qb_prompt_attention_per_query),
+        "torch SDPA bf16": sdpa,
+    }
 
 
 def main() -> int:

@@ -39,6 +39,7 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "qb_rms_norm_rows": ([_P, _I64, _I64, _P, ctypes.c_float, _P, _INT], None),
     "qb_position_heads": ([_P, _P, _P, _I64, _P, _P, _INT], _INT),
     "qb_prompt_attention": ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT),
+    "qb_prompt_attention_per_query": ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT),
 }
 
 

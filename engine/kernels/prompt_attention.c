@@ -238,3 +238,11 @@ int qb_prompt_attention(const float *queries, const bf16 *keys, const bf16 *valu
 #endif
     return per_query(queries, keys, values, heads, kv_heads, d, capacity, start, count, out, threads);
 }
+
+/* The same attention one query at a time on every CPU (benchmarks/prompt_attention.py sets
+ * it beside the tiles). */
+int qb_prompt_attention_per_query(const float *queries, const bf16 *keys, const bf16 *values,
+                                  int64_t heads, int64_t kv_heads, int64_t d, int64_t capacity,
+                                  int64_t start, int64_t count, float *out, int threads) {
+    return per_query(queries, keys, values, heads, kv_heads, d, capacity, start, count, out, threads);
+}
