@@ -23,33 +23,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "packed_layout.h"
 #include "packed_linear.h"
 
 #if QB_VNNI
 #include <immintrin.h>
 #endif
 
-#define TILE 16  /* rows interleaved together: one per AVX-512 lane */
-#define BLOCK 32 /* weights per scale */
-#define QUADS (BLOCK / 4)
 #define ROWS_AT_ONCE 4 /* activation rows sharing a tile's weight registers */
 #define PREFETCH_BLOCKS 2 /* how far ahead to prefetch */
 
 typedef int32_t __attribute__((may_alias)) quad_word; /* 4 activation bytes read as one */
 
 int qb_vnni(void) { return QB_VNNI; }
-
-/* Bytes of one tile's block of codes. */
-static inline int64_t block_bytes(int bits) { return TILE * BLOCK * bits / 8; }
-
-/* fp16 words of one tile's block of scales: 16 d's, then for 4 bits 16 m's. */
-static inline int64_t block_words(int bits) { return bits == 4 ? 2 * TILE : TILE; }
-
-/* Where (row r of a tile, quad q, lane) sits in a tile's block, and for 4 bits in which
- * nibble (quads 4-7 in the high ones). */
-static inline int64_t code_offset(int64_t r, int64_t q, int64_t lane, int bits) {
-    return ((bits == 8 ? q : q % 4) * TILE + r) * 4 + lane;
-}
 
 /* codes [N, K] (int8: [-127, 127] for 8 bits, [0, 15] for 4) and fp16 scales
  * [N, K / BLOCK, words] (d, or d and m), row-major -> packed codes [N / TILE][K / BLOCK]
@@ -74,29 +60,6 @@ void qb_pack(const int8_t *codes, const uint16_t *scales, int64_t n, int64_t k, 
                     dst_scales[word * TILE + r] = scales[(row * blocks + b) * words + word];
             }
         }
-}
-
-static float half_to_float(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-    float value;
-    if (exponent == 0) value = ldexpf((float)mantissa, -24); /* zero or subnormal */
-    else if (exponent == 31) value = mantissa ? NAN : INFINITY;
-    else value = ldexpf((float)(mantissa | 0x400), (int)exponent - 25);
-    return sign ? -value : value;
-}
-
-/* The code of weight j (0..BLOCK-1) of row r in a tile's block. */
-static inline int32_t code_at(const uint8_t *block, int64_t r, int64_t j, int bits) {
-    const int64_t q = j / 4;
-    const uint8_t byte = block[code_offset(r, q, j % 4, bits)];
-    if (bits == 8) return (int32_t)byte - 128;
-    return q < 4 ? byte & 15 : byte >> 4;
-}
-
-/* d and m of row r in a tile's block of scales (m = 0 for 8 bits). */
-static inline void block_scales(const uint16_t *scales, int64_t r, int bits, float *d, float *m) {
-    *d = half_to_float(scales[r]);
-    *m = bits == 4 ? half_to_float(scales[TILE + r]) : 0.0f;
 }
 
 /* Rows ids[0..count) of a packed matrix, de-quantised to fp32 [count, K] (embedding lookup). */
@@ -282,44 +245,4 @@ int qb_linear(const uint8_t *packed, const uint16_t *packed_scales, int bits, co
     if (rows && !failed) qb_activations_free_rows(rows);
     free(rows);
     return failed ? -1 : 0;
-}
-
-/* The whole packed matrix de-quantised to bf16 [N, K] row-major, for a prompt's dense matmul
- * (torch's bf16 GEMM beats this kernel once a prompt has a few rows). */
-void qb_unpack_bf16(const uint8_t *packed, const uint16_t *packed_scales, int bits, int64_t n,
-                    int64_t k, uint16_t *out, int threads) {
-    const int64_t blocks = k / BLOCK;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t tile = 0; tile < n / TILE; tile++)
-        for (int64_t b = 0; b < blocks; b++) {
-            const uint8_t *block = packed + (tile * blocks + b) * block_bytes(bits);
-            const uint16_t *scales = packed_scales + (tile * blocks + b) * block_words(bits);
-            for (int64_t r = 0; r < TILE; r++) {
-                float d, m;
-                block_scales(scales, r, bits, &d, &m);
-                uint16_t *dst = out + (tile * TILE + r) * k + b * BLOCK;
-#if QB_VNNI && defined(__AVX512BF16__)
-                /* gather the row's quads (4 bytes each, 64 bytes apart) into 32 codes */
-                const int32_t *base = (const int32_t *)(const void *)(block + code_offset(r, 0, 0, bits));
-                __m512i codes;
-                if (bits == 8) {
-                    const __m256i at = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
-                    const __m256i quads = _mm256_i32gather_epi32(base, at, 4);
-                    codes = _mm512_sub_epi16(_mm512_cvtepu8_epi16(quads), _mm512_set1_epi16(128));
-                } else { /* 4 registers: low nibbles are quads 0-3, high ones quads 4-7 */
-                    const __m128i four = _mm_i32gather_epi32(base, _mm_setr_epi32(0, 16, 32, 48), 4);
-                    const __m128i nibble = _mm_set1_epi8(15);
-                    codes = _mm512_cvtepu8_epi16(_mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(four, 4), nibble),
-                                                                  _mm_and_si128(four, nibble)));
-                }
-                const __m512 dv = _mm512_set1_ps(d), mv = _mm512_set1_ps(m);
-                const __m512 first = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(codes))), dv, mv);
-                const __m512 second = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(codes, 1))), dv, mv);
-                _mm512_storeu_si512(dst, (__m512i)_mm512_cvtne2ps_pbh(second, first));
-#else
-                for (int64_t j = 0; j < BLOCK; j++)
-                    dst[j] = float_to_bf16_rounded((float)code_at(block, r, j, bits) * d + m);
-#endif
-            }
-        }
 }

@@ -123,6 +123,14 @@ def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
             assert status == 0
             outputs.append(out)
         assert torch.allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+        unpacked = []  # a prompt's bf16 weights: the same bits from both builds
+        for library in (fast, portable):
+            out = torch.empty(96, 192, dtype=torch.bfloat16)
+            library.qb_unpack_bf16(
+                pointer(packed.packed), pointer(packed.scales), bits, 96, 192, pointer(out), 2
+            )
+            unpacked.append(out)
+        assert torch.equal(unpacked[0], unpacked[1])
 
 
 def test_portable_build_decodes_like_the_fast_one(
