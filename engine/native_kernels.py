@@ -28,7 +28,10 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _INT = ctypes.c_int
-_SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+# queries, keys, values, heads, kv_heads, d, capacity, start, count, out, threads
+_Signature = tuple[list[type], type | None]
+_PROMPT_ATTENTION: _Signature = ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT)
+_SIGNATURES: dict[str, _Signature] = {
     "qb_vnni": ([], ctypes.c_int),
     "qb_amx_enable": ([], ctypes.c_int),
     "qb_pack": ([_P, _P, _I64, _I64, _INT, _P, _P], None),
@@ -38,8 +41,8 @@ _SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "qb_decode_step": ([_P, _P, _I64, _P, _P, _INT], _INT),
     "qb_rms_norm_rows": ([_P, _I64, _I64, _P, ctypes.c_float, _P, _INT], None),
     "qb_position_heads": ([_P, _P, _P, _I64, _P, _P, _INT], _INT),
-    "qb_prompt_attention": ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT),
-    "qb_prompt_attention_per_query": ([_P, _P, _P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _INT], _INT),
+    "qb_prompt_attention": _PROMPT_ATTENTION,
+    "qb_prompt_attention_per_query": _PROMPT_ATTENTION,
 }
 
 

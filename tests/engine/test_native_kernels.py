@@ -142,7 +142,7 @@ def test_portable_build_decodes_like_the_fast_one(
         pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
     # The prompt's attention takes torch's SDPA in both: with AVX512-BF16 the fast build's
     # C kernel rounds queries and probabilities to bf16 where the portable one stays in fp32
-    # (test_native_decoder.py compares each with masked attention).
+    # (test_native_decoder.py compares the C kernel with masked attention).
     fast_decoder = native(tiny_model_dir, "int8", torch.bfloat16)
     fast_decoder.c_attention = False
     fast = stepwise_logits(fast_decoder, IDS, prompt=3)
