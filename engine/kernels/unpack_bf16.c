@@ -51,8 +51,9 @@ static inline __m128i lane_of(__m512i v, int i) {
     }
 }
 
-/* A 4-bit block (4 registers): rows[j] holds rows 4j..4j + 3, 16 bytes each. */
-static inline void transpose_4bit(const uint8_t *block, __m512i rows[4]) {
+/* Four registers of a block (a 4-bit block, or half an 8-bit one): rows[j] holds rows
+ * 4j..4j + 3, their four words (16 bytes) each. */
+static inline void transpose_words(const uint8_t *block, __m512i rows[4]) {
     __m512i words[4], pairs[2][2];
     for (int w = 0; w < 4; w++) words[w] = _mm512_loadu_si512(block + w * 64);
     for (int p = 0; p < 2; p++)
@@ -62,21 +63,14 @@ static inline void transpose_4bit(const uint8_t *block, __m512i rows[4]) {
 }
 
 /* An 8-bit block (8 registers, one quad each): rows[i] holds rows 2i (low half) and 2i + 1,
- * 32 codes each. */
+ * 32 codes each: each half's rows, then a row's quads 0-3 beside its quads 4-7. */
 static inline void transpose_8bit(const uint8_t *block, __m512i rows[TILE / 2]) {
-    __m512i quads[QUADS], pairs[4][2], fours[2][2][2];
-    for (int q = 0; q < QUADS; q++) quads[q] = _mm512_loadu_si512(block + q * 64);
-    for (int p = 0; p < 4; p++)
-        for (int h = 0; h < 2; h++) pairs[p][h] = words_of_rows(quads[2 * p], quads[2 * p + 1], h);
-    for (int s = 0; s < 2; s++)
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 2; g++) fours[s][h][g] = four_words_of_rows(pairs[2 * s][h], pairs[2 * s + 1][h], g);
-    /* a row's quads 0-3 then 4-7, two rows per register */
+    __m512i first[4], second[4];
+    transpose_words(block, first);
+    transpose_words(block + 4 * 64, second);
     const __m512i row_of[2] = {_mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15)};
-    for (int h = 0; h < 2; h++)
-        for (int g = 0; g < 2; g++)
-            for (int o = 0; o < 2; o++)
-                rows[4 * h + 2 * g + o] = _mm512_permutex2var_epi64(fours[0][h][g], row_of[o], fours[1][h][g]);
+    for (int j = 0; j < 4; j++)
+        for (int o = 0; o < 2; o++) rows[2 * j + o] = _mm512_permutex2var_epi64(first[j], row_of[o], second[j]);
 }
 
 /* One tile's block -> its 16 rows' 32 bf16 values each, rows k apart from dst. */
@@ -97,7 +91,7 @@ static void unpack_block(const uint8_t *block, const uint16_t *scales, int bits,
         return;
     }
     __m512i rows[4];
-    transpose_4bit(block, rows);
+    transpose_words(block, rows);
     const __m128i nibble = _mm_set1_epi8(15);
     for (int64_t r = 0; r < TILE; r++) { /* a row's 16 bytes: low nibbles quads 0-3, high 4-7 */
         const __m128i four = lane_of(rows[r / 4], (int)(r % 4));
