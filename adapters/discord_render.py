@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Any
 
 import discord
 
@@ -54,6 +55,7 @@ class DiscordReplyRenderer:
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
         self._last_update = float("-inf")
+        self._posting: asyncio.Future[discord.Message] | None = None
 
     async def render(self, events: AsyncGenerator[ReplyEvent, None]) -> None:
         """Show every event of one reply; on cancellation, take back what was posted."""
@@ -91,16 +93,25 @@ class DiscordReplyRenderer:
                 if self._shown[index] != part:
                     await self._messages[index].edit(content=part, allowed_mentions=NO_PINGS)
             elif index == 0:
-                self._messages.append(
-                    await self._source.reply(part, mention_author=False, allowed_mentions=NO_PINGS)
+                await self._post(
+                    self._source.reply(part, mention_author=False, allowed_mentions=NO_PINGS)
                 )
             else:
-                self._messages.append(
-                    await self._source.channel.send(part, allowed_mentions=NO_PINGS)
-                )
+                await self._post(self._source.channel.send(part, allowed_mentions=NO_PINGS))
             self._shown[index : index + 1] = [part]
 
+    async def _post(self, send: Coroutine[Any, Any, discord.Message]) -> None:
+        """Post one message; a cancellation mid-post lets it finish, so it can be taken back."""
+        # Discord has the message once it got the request: cancelling the wait for its answer
+        # would leave a message we never learn the id of, so it could never be deleted.
+        self._posting = asyncio.ensure_future(send)
+        self._messages.append(await asyncio.shield(self._posting))
+        self._posting = None
+
     async def _retract(self) -> None:
+        if self._posting is not None:  # cancelled while a message was being posted
+            with contextlib.suppress(discord.HTTPException):
+                self._messages.append(await self._posting)
         for message in self._messages:
             with contextlib.suppress(discord.HTTPException):
                 await message.delete()

@@ -163,6 +163,22 @@ async def test_deleting_the_question_cancels_the_answer(
         await slow.close()
 
 
+async def test_a_question_deleted_while_its_answer_is_posted_leaves_no_answer(
+    start_discord: StartDiscord, fake_discord: FakeDiscord
+) -> None:
+    # Discord has created the answer but its reply has not reached the bot when the delete
+    # arrives: the answer must still be found and taken back.
+    posted = ("POST", rf"/channels/{CHANNEL_ID}/messages")
+    fake_discord.slow(posted, 1.0)
+    await start_discord()
+    asked = await fake_discord.message_create(f"{MENTION} hello there", mentions=[BOT_ID])
+    await fake_discord.wait_for(lambda: fake_discord.sent(*posted, failed=True))
+    await fake_discord.message_delete(int(asked["id"]))
+    await fake_discord.wait_for(lambda: fake_discord.sent("DELETE", rf"/channels/{CHANNEL_ID}/.*"))
+    assert not fake_discord.bot_messages(CHANNEL_ID)
+    assert len(fake_discord.sent(*posted, failed=True)) == 1
+
+
 async def test_stats_slash_command_is_for_admins(
     start_discord: StartDiscord, fake_discord: FakeDiscord
 ) -> None:

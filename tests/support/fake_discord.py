@@ -140,7 +140,7 @@ class Failure:
 
 @dataclass
 class _Delay:
-    """A pause before answering matching calls."""
+    """A pause between a matching call taking effect and its answer."""
 
     seconds: float
     when: Callable[[Call], bool]
@@ -703,7 +703,7 @@ class FakeDiscord:
         self._failures.extend([failure] * times)
 
     def slow(self, match: Matcher, seconds: float, times: int = 1) -> None:
-        """Wait `seconds` before answering the next `times` matching calls."""
+        """Answer the next `times` matching calls `seconds` after they took effect."""
         self._delays.extend([_Delay(seconds, _match(match))] * times)
 
     def sent(self, method: str, path: str = ".*", *, failed: bool = False) -> list[Call]:
@@ -1184,16 +1184,21 @@ class FakeDiscord:
         return (json.loads(raw_text) if raw_text else None), []
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        """Record the call, apply injected delays/failures, then route it."""
+        """Record the call, route it (or fail it as told), and answer it, late if told."""
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
         call = Call(request.method, path, body, dict(request.query), files)
         self.calls.append(call)
-        for index, delay in enumerate(self._delays):
-            if delay.when(call):
-                del self._delays[index]
-                await asyncio.sleep(delay.seconds)
-                break
+        delay = next((d for d in self._delays if d.when(call)), None)
+        if delay is not None:
+            self._delays.remove(delay)
+        response = await self._answer(request, call, path)
+        if delay is not None:  # the call took effect; only its answer is late
+            await asyncio.sleep(delay.seconds)
+        return response
+
+    async def _answer(self, request: web.Request, call: Call, path: str) -> web.StreamResponse:
+        """Apply injected failures, then route the call."""
         for index, failure in enumerate(self._failures):
             if failure.when(call):
                 del self._failures[index]
