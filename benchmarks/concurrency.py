@@ -38,7 +38,7 @@ from benchmarks.speed_test import (  # noqa: E402
 async def one_round(engine: Any, prompts: list[str], new_tokens: int) -> dict[str, Any]:
     """N chats at once; returns the round's figures."""
     from engine.events import ChatTurn, GenerationRequest
-    from engine.stats import percentile
+    from engine.serving.stats import percentile
 
     async def chat(index: int, text: str) -> tuple[float, float, int, float]:
         request = GenerationRequest(

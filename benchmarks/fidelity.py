@@ -74,9 +74,9 @@ def reference_answers(
     from transformers import AutoModelForCausalLM
 
     from engine.config import EngineSettings
-    from engine.decode_loop import token_stepper
-    from engine.loader import source_kwargs
-    from engine.model_source import resolve_source
+    from engine.loading.decode_loop import token_stepper
+    from engine.loading.model_source import resolve_source
+    from engine.loading.transformers_backend import source_kwargs
 
     source = resolve_source(EngineSettings(model=model))
     hf = AutoModelForCausalLM.from_pretrained(
@@ -99,7 +99,7 @@ def agreement(bundle: Any, prompts: list[list[int]], answers: list[list[int]]) -
     """Share of positions where this configuration's top-1 equals the reference token."""
     import torch
 
-    from engine.decode_loop import token_stepper
+    from engine.loading.decode_loop import token_stepper
 
     matches = total = 0
     with torch.inference_mode():
@@ -141,13 +141,13 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.bootstrap import bootstrap
     from engine.config import EngineSettings
     from engine.events import ChatTurn
-    from engine.loader import load_tokenizer, quiet_libraries
-    from engine.model_source import resolve_source
-    from engine.native_model import NativeDecoder
-    from engine.prompt import encode_prompt, render_chat
+    from engine.loading.bootstrap import bootstrap
+    from engine.loading.model_source import resolve_source
+    from engine.loading.transformers_backend import load_tokenizer, quiet_libraries
+    from engine.native.model import NativeDecoder
+    from engine.text.prompt import encode_prompt, render_chat
     from tests.support.teacher_forcing import batch_agreement
 
     quiet_libraries()

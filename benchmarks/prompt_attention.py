@@ -5,7 +5,7 @@
 Qwen3-0.6B's attention shape (16 query heads, 8 KV heads, head dim 128) over a bf16 cache,
 for a fresh prompt, a long chat's next turn and eight prompts' worth of tokens. The two run
 in alternating rounds; medians per layer are reported, with the path the native decoder
-takes on this CPU (engine/native_model.py, prompt_attention_in_c). Never part of the test run.
+takes on this CPU (engine/native/model.py, prompt_attention_in_c). Never part of the test run.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def contenders(history: int, count: int) -> dict[str, Callable[[], object]]:
     import torch
     from torch.nn import functional
 
-    from engine import native_kernels
-    from engine.native_kernels import pointer
+    from engine.native import kernel_builder
+    from engine.native.kernel_builder import pointer
 
-    library = native_kernels.kernels()
+    library = kernel_builder.kernels()
     end = history + count
     keys = torch.randn(KV_HEADS, end + 64, HEAD_DIM).bfloat16()
     values = torch.randn(KV_HEADS, end + 64, HEAD_DIM).bfloat16()
@@ -79,8 +79,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.cpu_tuning import physical_cores_available
-    from engine.native_model import prompt_attention_in_c
+    from engine.loading.machine import physical_cores_available
+    from engine.native.model import prompt_attention_in_c
 
     torch.set_num_threads(min(8, physical_cores_available()))
     chosen = "C kernel" if prompt_attention_in_c() else "torch SDPA bf16"

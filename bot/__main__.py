@@ -25,7 +25,7 @@ from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
     from bot.service import ChatService
-    from engine.bootstrap import ProgressCallback
+    from engine.loading.bootstrap import ProgressCallback
 
 log = logging.getLogger("qwenbot")
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     # warns on every 429 the rate limiter waits out.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
     from engine.errors import EngineError  # noqa: PLC0415
-    from engine.loader import quiet_libraries  # noqa: PLC0415  (transformers loads here)
+    from engine.loading.transformers_backend import quiet_libraries  # noqa: PLC0415  (transformers loads here)
 
     quiet_libraries()
     try:

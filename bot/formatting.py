@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.errors import EngineError, PromptTooLong
 from engine.events import ReplyStats
-from engine.stats import StatsSnapshot
+from engine.serving.stats import StatsSnapshot
 
 NOT_ALLOWED = "Sorry, this bot is private."
 EMPTY_REPLY = "(The model gave an empty answer. Try rephrasing, or send /reset.)"

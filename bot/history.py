@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.events import ChatTurn
-from engine.json_store import dumps, open_json_store
-from engine.response_cache import STORE_ERRORS
+from engine.serving.json_store import dumps, open_json_store
+from engine.serving.response_cache import STORE_ERRORS
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from engine.bootstrap import LoadedModel, ProgressCallback, bootstrap, no_progress
 from engine.config import EngineSettings
-from engine.decode_loop import SamplingParams
 from engine.errors import EngineError, EngineNotReady, PromptTooLong
 from engine.events import (
     ChatTurn,
@@ -24,12 +22,14 @@ from engine.events import (
     Started,
     TokenText,
 )
-from engine.prefix_cache import PrefixCache
-from engine.prompt import encode_prompt, prompt_opens_think, render_chat
-from engine.reply_output import Job
-from engine.response_cache import CachedReply, ResponseCache, reply_key
-from engine.stats import EffectiveConfig, EngineStats, StatsSnapshot
-from engine.worker import Failed, Worker, WorkerLimits
+from engine.loading.bootstrap import LoadedModel, ProgressCallback, bootstrap, no_progress
+from engine.loading.decode_loop import SamplingParams
+from engine.serving.prefix_cache import PrefixCache
+from engine.serving.reply_output import Job
+from engine.serving.response_cache import CachedReply, ResponseCache, reply_key
+from engine.serving.stats import EffectiveConfig, EngineStats, StatsSnapshot
+from engine.serving.worker import Failed, Worker, WorkerLimits
+from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,20 @@ from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.config import EngineSettings, Quantization
-from engine.cpu_tuning import ThreadPlan, apply_threads, plan_threads
-from engine.decode_loop import SamplingParams, decode_tokens
 from engine.errors import ModelLoadFailed
-from engine.fingerprint import model_fingerprint
-from engine.loader import (
+from engine.loading.decode_loop import SamplingParams, decode_tokens
+from engine.loading.fingerprint import model_fingerprint
+from engine.loading.machine import ThreadPlan, apply_threads, plan_threads
+from engine.loading.model_source import ModelSource, resolve_source
+from engine.loading.native_backend import (
+    choose_scheme,
+    load_config,
+    load_generation_config,
+    load_native,
+    native_support,
+)
+from engine.loading.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
+from engine.loading.transformers_backend import (
     cpu_has_vnni,
     load_tokenizer,
     load_weights,
@@ -24,18 +33,9 @@ from engine.loader import (
     resolve_device,
     resolve_dtype,
 )
-from engine.model_source import ModelSource, resolve_source
-from engine.native_loader import (
-    choose_scheme,
-    load_config,
-    load_generation_config,
-    load_native,
-    native_support,
-)
-from engine.native_model import NativeDecoder
-from engine.prompt import stop_token_ids
-from engine.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
-from engine.stats import EffectiveConfig
+from engine.native.model import NativeDecoder
+from engine.serving.stats import EffectiveConfig
+from engine.text.prompt import stop_token_ids
 
 log = logging.getLogger(__name__)
 

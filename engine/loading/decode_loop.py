@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from engine.kv_cache import KVCache
-from engine.native_model import NativeDecoder
+from engine.native.kv_cache import KVCache
+from engine.native.model import NativeDecoder
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from engine.model_source import ModelSource
+from engine.loading.model_source import ModelSource
 
 _SAMPLE = 1 << 20  # bytes hashed from each end of a weight file
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".json", ".model", ".tiktoken", ".txt"}

@@ -14,18 +14,18 @@ import torch
 from transformers import AutoConfig, GenerationConfig
 
 from engine.errors import ModelLoadFailed
-from engine.loader import load_weights, source_kwargs
-from engine.model_source import ModelSource
-from engine.native_linear import Scheme, kernel_problem
-from engine.native_model import NativeConfig, NativeDecoder
-from engine.native_parts import UnsupportedArchitecture
-from engine.native_weights import (
+from engine.loading.model_source import ModelSource
+from engine.loading.native_weights import (
     SafetensorsReader,
     TensorFetch,
     build_decoder,
     safetensors_files,
     state_dict_fetch,
 )
+from engine.loading.transformers_backend import load_weights, source_kwargs
+from engine.native.linear import Scheme, kernel_problem
+from engine.native.model import NativeConfig, NativeDecoder
+from engine.native.parts import UnsupportedArchitecture
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from engine.native_linear import (
+from engine.native.linear import (
     LinearFactory,
     LinearKernel,
     Scheme,
@@ -24,9 +24,9 @@ from engine.native_linear import (
     int8_rows,
     linear_factory,
 )
-from engine.native_model import NativeConfig, NativeDecoder, NativeLayer
-from engine.native_parts import Embedding, RMSNorm, RotaryTable, rope_frequencies
-from engine.packed_linear import PackedLinear, packed_fits
+from engine.native.model import NativeConfig, NativeDecoder, NativeLayer
+from engine.native.packed_linear import PackedLinear, packed_fits
+from engine.native.parts import Embedding, RMSNorm, RotaryTable, rope_frequencies
 
 TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
 Progress = Callable[[float], None]  # fraction of layers built, 0..1

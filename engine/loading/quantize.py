@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.native_linear import per_channel_int8
+from engine.native.linear import per_channel_int8
 
 
 class Int8WeightOnlyLinear(nn.Module):

@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from engine.config import Device, Dtype
 from engine.errors import ModelLoadFailed, ModelNotFound
-from engine.model_source import HOW_TO_POINT_LOCALLY, ModelSource
+from engine.loading.model_source import HOW_TO_POINT_LOCALLY, ModelSource
 
 log = logging.getLogger(__name__)
 

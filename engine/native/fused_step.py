@@ -1,4 +1,4 @@
-"""The native decoder's decode step for every layer in one C call (engine/kernels/decode_step.c).
+"""The native decoder's decode step for every layer in one C call (kernels/decode_step.c).
 
 It applies when every matmul of every layer is on the compiled int8 kernel (the int8
 scheme's normal case): then the ~30 small torch ops per layer and the 4 kernel calls become
@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine import native_kernels
-from engine.native_kernels import pointer
-from engine.packed_linear import PackedLinear
+from engine.native import kernel_builder
+from engine.native.kernel_builder import pointer
+from engine.native.packed_linear import PackedLinear
 
 if TYPE_CHECKING:
-    from engine.kv_cache import KVCache
-    from engine.native_model import NativeConfig, NativeLayer
-    from engine.native_parts import RMSNorm
+    from engine.native.kv_cache import KVCache
+    from engine.native.model import NativeConfig, NativeLayer
+    from engine.native.parts import RMSNorm
 
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 # The step's KV cache: bf16 halves what attention reads per step (in fp32, eight chats' caches
@@ -88,7 +88,7 @@ class FusedDecodeStep:
     """Runs one token through all layers in C; the tensors it points at stay owned here."""
 
     def __init__(self, config: NativeConfig, layers: Sequence[NativeLayer]) -> None:
-        self._library = native_kernels.kernels()
+        self._library = kernel_builder.kernels()
         first = layers[0]
         gate_up = first.gate_up
         assert isinstance(gate_up, PackedLinear)  # checked by fused_decode_step

@@ -1,4 +1,4 @@
-"""Our compiled CPU kernels (engine/kernels/*.c): built once per machine, loaded with ctypes.
+"""Our compiled CPU kernels (kernels/*.c): built once per machine, loaded with ctypes.
 
 The C sources are compiled with the system C compiler for this CPU (-march=native) on first
 use and cached under ~/.cache/qwenbot/kernels, keyed by source, compiler and CPU; a build
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch  # loaded before any kernel library: its libgomp is the one the kernels share
 
-from engine.loader import cpu_flags
+from engine.loading.transformers_backend import cpu_flags
 
 SOURCES = Path(__file__).parent / "kernels"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")

@@ -5,7 +5,7 @@ and how well the kernel streams them. Measured on 2 Zen 5 cores for all Qwen3-0.
 linears at M=1 (benchmarks/compare_speed.py has the end-to-end view): bf16 F.linear
 64 ms, int8 weight-only `_weight_int8pack_mm` 37-40 ms, fbgemm dynamic int8
 (`quantized.linear_dynamic`, int8 activations too) 23 ms, our packed kernels 22 ms in 8
-bits and 16 ms in 4 (engine/packed_linear.py).
+bits and 16 ms in 4 (engine/native/packed_linear.py).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch.nn import functional
 
-from engine.packed_linear import Bits, PackedLinear, packed_fits
+from engine.native.packed_linear import Bits, PackedLinear, packed_fits
 
 # int8: int8 weights in blocks of 32 (llama.cpp's Q8_0 weights) and 15-bit activations, on
-#   our compiled kernel (engine/packed_linear.py).
+#   our compiled kernel (engine/native/packed_linear.py).
 # int8-torch: the same int8 weights on torch's weight-only kernel (`_weight_int8pack_mm`);
 #   the fallback where no C compiler is at hand.
 # int8-dynamic: fbgemm W8A8 (weights, and activations per token): fastest, least faithful

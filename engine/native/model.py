@@ -17,18 +17,18 @@ from typing import Any
 import torch
 from torch.nn import functional
 
-from engine.kv_cache import KVCache
-from engine.loader import cpu_flags
-from engine.native_fused import KV_DTYPE, fused_decode_step
-from engine.native_linear import LinearKernel
-from engine.native_parts import (
+from engine.loading.transformers_backend import cpu_flags
+from engine.native.fused_step import KV_DTYPE, fused_decode_step
+from engine.native.kv_cache import KVCache
+from engine.native.linear import LinearKernel
+from engine.native.packed_linear import PackedLinear
+from engine.native.parts import (
     Embedding,
     RMSNorm,
     RotaryTable,
     UnsupportedArchitecture,
     apply_rotary,
 )
-from engine.packed_linear import PackedLinear
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 

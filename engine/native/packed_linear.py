@@ -1,4 +1,4 @@
-"""Linear layers on our compiled block-quantised kernels (engine/kernels/packed_linear.c).
+"""Linear layers on our compiled block-quantised kernels (kernels/packed_linear.c).
 
 Weights are 8 or 4 bits in blocks of 32 with fp16 scales (llama.cpp's Q8_0 and Q4_1
 formats), packed in tiles of 16 rows so the kernel streams them and a decode batch shares
@@ -14,8 +14,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch.nn import functional
 
-from engine import native_kernels
-from engine.native_kernels import pointer
+from engine.native import kernel_builder
+from engine.native.kernel_builder import pointer
 
 Bits = Literal[8, 4]
 
@@ -40,7 +40,7 @@ class PackedWeights(NamedTuple):
         """Rows ids [T] de-quantised to fp32 [T, K] (an embedding lookup)."""
         ids = ids.to(torch.int64).contiguous()
         out = torch.empty(ids.shape[0], self.in_features)
-        native_kernels.kernels().qb_rows(
+        kernel_builder.kernels().qb_rows(
             pointer(self.packed), pointer(self.scales), self.bits,
             pointer(ids), ids.shape[0], self.in_features, pointer(out),
         )  # fmt: skip
@@ -83,7 +83,7 @@ def block_quantise(rows: torch.Tensor, bits: Bits) -> tuple[torch.Tensor, torch.
 def pack(weight: torch.Tensor, bits: Bits) -> PackedWeights:
     """Quantise in blocks and pack, a chunk of rows at a time (a large head never sits in
     memory as fp32)."""
-    library = native_kernels.kernels()
+    library = kernel_builder.kernels()
     n, k = weight.shape
     packed = torch.empty(n * k * bits // 8, dtype=torch.uint8)
     words = 2 if bits == 4 else 1  # d, and m for 4 bits
@@ -106,7 +106,7 @@ class PackedLinear:
         self.weight = weight if isinstance(weight, PackedWeights) else pack(weight, bits)
         self.out_features, self.in_features = self.weight.out_features, self.weight.in_features
         self.bias = None if bias is None else bias.float()
-        self._library = native_kernels.kernels()
+        self._library = kernel_builder.kernels()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] fp32 -> [M, N] fp32."""

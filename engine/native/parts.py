@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from engine.native_linear import Int8Rows, Weight
-from engine.packed_linear import PackedWeights
+from engine.native.linear import Int8Rows, Weight
+from engine.native.packed_linear import PackedWeights
 
 
 class UnsupportedArchitecture(ValueError):

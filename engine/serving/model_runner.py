@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from engine.bootstrap import LoadedModel
-from engine.decode_loop import cache_argument, forward_last_logits, sample_token
-from engine.native_model import NativeDecoder
-from engine.prefix_cache import PrefixCache
-from engine.sequence import Sequence
+from engine.loading.bootstrap import LoadedModel
+from engine.loading.decode_loop import cache_argument, forward_last_logits, sample_token
+from engine.native.model import NativeDecoder
+from engine.serving.prefix_cache import PrefixCache
+from engine.serving.sequence import Sequence
 
 
 class ModelRunner:

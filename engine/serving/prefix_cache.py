@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.kv_cache import KVCache
+from engine.native.kv_cache import KVCache
 
 MIN_MATCH = 16  # shorter shared prefixes are not worth a lookup's copy
 

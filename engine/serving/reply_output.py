@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from engine.decode_loop import SamplingParams
-from engine.detokenizer import IncrementalDetokenizer
 from engine.events import Finished, FinishReason, ReplyStats, Started, TokenText
-from engine.think_filter import ThinkFilter
+from engine.loading.decode_loop import SamplingParams
+from engine.text.detokenizer import IncrementalDetokenizer
+from engine.text.think_filter import ThinkFilter
 
 
 @dataclass(eq=False)

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import diskcache
 
-from engine.json_store import PickleRefused, dumps, open_json_store
-from engine.prompt import template_version
+from engine.serving.json_store import PickleRefused, dumps, open_json_store
+from engine.text.prompt import template_version
 
 if TYPE_CHECKING:
-    from engine.bootstrap import LoadedModel
-    from engine.decode_loop import SamplingParams
+    from engine.loading.bootstrap import LoadedModel
+    from engine.loading.decode_loop import SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from engine.sequence import Phase, Sequence
+from engine.serving.sequence import Phase, Sequence
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from engine.reply_output import Job, ReplyOutput
+from engine.serving.reply_output import Job, ReplyOutput
 
 _arrivals = itertools.count()
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from engine.events import ReplyStats
-from engine.prefix_cache import PrefixUsage
+from engine.serving.prefix_cache import PrefixUsage
 
 _WINDOW = 1000  # recent replies kept for percentiles
 

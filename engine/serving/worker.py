@@ -14,16 +14,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from engine.bootstrap import LoadedModel
 from engine.config import EngineSettings
 from engine.errors import EngineError, GenerationFailed, Overloaded, TooManyQueued
 from engine.events import FinishReason, Queued
-from engine.model_runner import ModelRunner
-from engine.prefix_cache import PrefixCache
-from engine.reply_output import Job, ReplyOutput
-from engine.scheduler import Scheduler, StepPlan
-from engine.sequence import Phase, Sequence
-from engine.stats import EngineStats
+from engine.loading.bootstrap import LoadedModel
+from engine.serving.model_runner import ModelRunner
+from engine.serving.prefix_cache import PrefixCache
+from engine.serving.reply_output import Job, ReplyOutput
+from engine.serving.scheduler import Scheduler, StepPlan
+from engine.serving.sequence import Phase, Sequence
+from engine.serving.stats import EngineStats
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from transformers import GenerationConfig
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.events import ChatTurn
-from engine.think_filter import OPEN_TAG
+from engine.text.think_filter import OPEN_TAG
 
 log = logging.getLogger(__name__)
 

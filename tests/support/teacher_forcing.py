@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.native_model import NativeDecoder
+from engine.native.model import NativeDecoder
 
 
 def greedy(model: NativeDecoder, prompt: list[int], count: int) -> list[int]:

@@ -5,7 +5,7 @@
  * the step. Here the whole step runs in one OpenMP parallel region: the matmuls
  * (packed_linear.c's kernel) and attention are split between the threads, the small vector
  * work between them is done by one thread, with a barrier after each part.
- * Arithmetic follows native_model.py: fp32 activations, RMSNorm with the weight pre-scaled
+ * Arithmetic follows model.py: fp32 activations, RMSNorm with the weight pre-scaled
  * by sqrt(n), the attention scale folded into the queries, rotate-half rotary with a
  * sign-folded sin. The KV cache [layers, kv_heads, capacity, head_dim] is bf16: in fp32, eight
  * chats' caches were as many bytes per step as the weights, and a kept conversation took

@@ -6,7 +6,7 @@
  * 8.5 ms on the Xeon and 6.4 on Zen 5. Here 32 query rows (the chunk's positions
  * times the query heads of one KV head) form a tile, and both products use bf16 pair dot
  * products summed in fp32 (vdpbf16ps: twice the multiply rate of fp32 FMAs on Zen 5; a Xeon
- * with AMX has half, and takes torch's SDPA instead, see native_model.py):
+ * with AMX has half, and takes torch's SDPA instead, see model.py):
  * - scores: the tile's queries, rounded to bf16 and packed in pairs, against each key's
  *   pairs read straight from the cache;
  * - softmax over a row's whole history in fp32 (no online rescaling, so a row's result does

@@ -13,7 +13,7 @@ import transformers
 
 from engine.config import EngineSettings
 from engine.engine import Engine
-from engine.native_model import NativeDecoder
+from engine.native.model import NativeDecoder
 from tests.support.chat import request
 
 

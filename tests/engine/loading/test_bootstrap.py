@@ -10,13 +10,13 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from engine import cpu_tuning
 from engine.config import EngineSettings
-from engine.cpu_tuning import plan_threads
 from engine.engine import Engine
 from engine.errors import ModelNotFound
-from engine.loader import cpu_has_native_bf16, resolve_dtype
-from engine.quantize import Int8WeightOnlyLinear
+from engine.loading import machine
+from engine.loading.machine import plan_threads
+from engine.loading.quantize import Int8WeightOnlyLinear
+from engine.loading.transformers_backend import cpu_has_native_bf16, resolve_dtype
 from tests.support.chat import request
 
 
@@ -25,11 +25,11 @@ def test_explicit_thread_count_wins() -> None:
 
 
 def test_auto_threads_follow_affinity_and_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu_tuning.os, "sched_getaffinity", lambda _pid: set(range(32)))
-    monkeypatch.setattr(cpu_tuning.psutil, "cpu_count", lambda logical=True: 64 if logical else 32)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda _pid: set(range(32)))
+    monkeypatch.setattr(machine.psutil, "cpu_count", lambda logical=True: 64 if logical else 32)
     plan = plan_threads(None, cap=8, interop=1)
     assert plan.intra_op == 8 and "capped" in plan.reason
-    monkeypatch.setattr(cpu_tuning.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
     assert plan_threads(None, cap=8, interop=1).intra_op == 2  # 4 logical CPUs = 2 cores (SMT)
 
 

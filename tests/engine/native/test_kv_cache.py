@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.kv_cache import GROWTH_STEP, PAGE, KVCache
+from engine.native.kv_cache import GROWTH_STEP, PAGE, KVCache
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def small_cache(max_tokens: int) -> KVCache:
@@ -56,7 +56,7 @@ def test_where_address_space_is_limited_the_cache_grows_in_steps() -> None:
         import resource
         import psutil
         import torch
-        from engine.kv_cache import KVCache
+        from engine.native.kv_cache import KVCache
         torch.set_num_threads(1)
         limit = psutil.Process().memory_info().vms + 256 * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

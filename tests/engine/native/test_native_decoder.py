@@ -8,10 +8,10 @@ import pytest
 import torch
 import transformers
 
-from engine.kv_cache import GROWTH_STEP, KVCache
-from engine.native_linear import Scheme
-from engine.native_model import NativeDecoder
-from engine.native_weights import SafetensorsReader, build_decoder, safetensors_files
+from engine.loading.native_weights import SafetensorsReader, build_decoder, safetensors_files
+from engine.native.kv_cache import GROWTH_STEP, KVCache
+from engine.native.linear import Scheme
+from engine.native.model import NativeDecoder
 
 
 def native(
@@ -96,7 +96,7 @@ def test_tied_embeddings_share_one_int8_table(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scheme", ["int8", "int8-torch"])
 def test_int8_prompt_path_agrees_with_its_token_path(tiny_model_dir: Path, scheme: Scheme) -> None:
-    from engine.packed_linear import PREFILL_ROWS as PACKED_PREFILL_ROWS
+    from engine.native.packed_linear import PREFILL_ROWS as PACKED_PREFILL_ROWS
 
     decoder = native(tiny_model_dir, scheme, torch.bfloat16)
     ids = torch.arange(2000, 2000 + 2 * PACKED_PREFILL_ROWS)

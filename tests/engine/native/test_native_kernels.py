@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import native_kernels
-from engine.native_kernels import KernelUnavailable, pointer
-from engine.native_linear import Int8WeightLinear, linear_factory
-from engine.native_loader import choose_scheme
-from engine.packed_linear import PREFILL_ROWS, Bits, PackedLinear, block_quantise, pack
+from engine.loading.native_backend import choose_scheme
+from engine.native import kernel_builder
+from engine.native.kernel_builder import KernelUnavailable, pointer
+from engine.native.linear import Int8WeightLinear, linear_factory
+from engine.native.packed_linear import PREFILL_ROWS, Bits, PackedLinear, block_quantise, pack
 
 
 def dequantised(weight: torch.Tensor, bits: Bits) -> torch.Tensor:
@@ -105,10 +105,10 @@ def test_a_batch_of_rows_sums_each_row_as_alone(bits: Bits, batch: int) -> None:
 
 
 def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
-    fast = native_kernels.kernels()
+    fast = kernel_builder.kernels()
     if not fast.qb_vnni():
         pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
-    portable = native_kernels.load(native_kernels.build(("-DQB_PORTABLE",)))
+    portable = kernel_builder.load(kernel_builder.build(("-DQB_PORTABLE",)))
     assert portable.qb_vnni() == 0
     x = torch.randn(3, 192)
     for bits in (8, 4):
@@ -136,9 +136,9 @@ def test_portable_build_gives_the_same_results(weight: torch.Tensor) -> None:
 def test_portable_build_decodes_like_the_fast_one(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.engine.test_native_decoder import IDS, native, stepwise_logits
+    from tests.engine.native.test_native_decoder import IDS, native, stepwise_logits
 
-    if not native_kernels.kernels().qb_vnni():
+    if not kernel_builder.kernels().qb_vnni():
         pytest.skip("this CPU has no AVX-512 VNNI: the default build is the portable one")
     # The prompt's attention takes torch's SDPA in both: with AVX512-BF16 the fast build's
     # C kernel rounds queries and probabilities to bf16 where the portable one stays in fp32
@@ -146,8 +146,8 @@ def test_portable_build_decodes_like_the_fast_one(
     fast_decoder = native(tiny_model_dir, "int8", torch.bfloat16)
     fast_decoder.c_attention = False
     fast = stepwise_logits(fast_decoder, IDS, prompt=3)
-    portable = native_kernels.load(native_kernels.build(("-DQB_PORTABLE",)))
-    monkeypatch.setattr(native_kernels, "kernels", lambda: portable)
+    portable = kernel_builder.load(kernel_builder.build(("-DQB_PORTABLE",)))
+    monkeypatch.setattr(kernel_builder, "kernels", lambda: portable)
     decoder = native(tiny_model_dir, "int8", torch.bfloat16)
     assert decoder.fused is not None
     decoder.c_attention = False
@@ -166,9 +166,9 @@ def no_compiler(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
     """A machine whose C compiler fails (and with no kernel built yet)."""
     monkeypatch.setenv("CC", "/bin/false")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    native_kernels.kernels.cache_clear()
+    kernel_builder.kernels.cache_clear()
     yield
-    native_kernels.kernels.cache_clear()
+    kernel_builder.kernels.cache_clear()
 
 
 @pytest.mark.usefixtures("no_compiler")
@@ -176,7 +176,7 @@ def test_without_a_compiler_int8_falls_back_to_torchs_kernel(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with pytest.raises(KernelUnavailable, match="/bin/false failed"):
-        native_kernels.kernels()
+        kernel_builder.kernels()
     said: list[str] = []
     with caplog.at_level(logging.WARNING):
         scheme = choose_scheme(
@@ -193,4 +193,4 @@ def test_an_unwritable_cache_folder_means_no_kernels(
     blocker.write_text("not a folder")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.raises(KernelUnavailable, match="cannot build into"):
-        native_kernels.build(("-DQB_PORTABLE",))
+        kernel_builder.build(("-DQB_PORTABLE",))

@@ -17,13 +17,13 @@ import pytest
 import torch
 from torch.nn import functional
 
-from engine.bootstrap import bootstrap
 from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.events import ChatTurn, Finished, GenerationRequest
-from engine.native_model import NativeDecoder
-from engine.prompt import encode_prompt, render_chat
-from tests.engine.test_batching import PROMPTS
+from engine.loading.bootstrap import bootstrap
+from engine.native.model import NativeDecoder
+from engine.text.prompt import encode_prompt, render_chat
+from tests.engine.serving.test_batching import PROMPTS
 from tests.support.smollm2 import smollm2_gguf
 from tests.support.teacher_forcing import batch_agreement, greedy
 

@@ -11,8 +11,8 @@ import torch
 from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.events import ChatTurn, Finished, GenerationRequest
-from engine.kv_cache import KVCache
-from engine.prefix_cache import MIN_MATCH, PrefixCache
+from engine.native.kv_cache import KVCache
+from engine.serving.prefix_cache import MIN_MATCH, PrefixCache
 
 SYSTEM = ChatTurn("system", "You are a helpful assistant in a test. Answer briefly and kindly.")
 
@@ -124,7 +124,7 @@ def test_a_state_larger_than_the_budget_is_not_kept() -> None:
 def test_earlier_answers_keep_the_empty_think_block_they_followed(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from engine.prompt import render_chat
+    from engine.text.prompt import render_chat
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     first = render_chat(tokenizer, (SYSTEM, ChatTurn("user", "Hi")), enable_thinking=False)

@@ -12,7 +12,7 @@ import pytest
 
 from engine.config import EngineSettings
 from engine.engine import Engine
-from engine.response_cache import ResponseCache, cache_key
+from engine.serving.response_cache import ResponseCache, cache_key
 from tests.support.chat import ForwardCounter, request
 from tests.support.exploit import TouchOnUnpickle
 
@@ -146,7 +146,7 @@ async def test_corrupt_cache_database_is_bypassed(
 
 
 def test_non_text_values_are_refused_on_write(tmp_path: Path) -> None:
-    from engine.json_store import open_json_store
+    from engine.serving.json_store import open_json_store
 
     store = open_json_store(tmp_path / "s", 1 << 20)
     with pytest.raises(TypeError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
-from engine.think_filter import ThinkFilter, strip_think
+from engine.text.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
+from engine.text.think_filter import ThinkFilter, strip_think
 from tests.support.tiny_qwen import build_qwen_tokenizer
 
 
