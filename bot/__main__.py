@@ -25,7 +25,7 @@ from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
     from bot.service import ChatService
-    from engine.loading.bootstrap import ProgressCallback
+    from engine.loading.stages import ProgressCallback
 
 log = logging.getLogger("qwenbot")
 
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def loading_progress(console: Console) -> Iterator[ProgressCallback]:
-    """A progress bar on stderr while the model loads; the callback is thread-safe."""
+    """A progress bar on stderr while the model loads (a terminal only); the callback is
+    thread-safe."""
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -63,9 +64,8 @@ def loading_progress(console: Console) -> Iterator[ProgressCallback]:
         task = progress.add_task("Starting", total=100)
 
         def report(stage: str, fraction: float) -> None:
+            # The engine logs each stage once it ends (with its duration); this is the bar only.
             progress.update(task, description=stage, completed=fraction * 100)
-            if not console.is_terminal:
-                log.info("%s", stage)
 
         yield report
 

@@ -1,7 +1,9 @@
-"""Engine settings: validated once at the settings boundary, then read-only."""
+"""Engine settings: what is asked for (validated once at the settings boundary, then
+read-only), and what is in effect once the model is loaded."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -76,3 +78,26 @@ class EngineSettings(BaseModel):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """What is actually in effect after fallbacks, for the start-up line and /stats."""
+
+    model: str
+    device: str
+    dtype: str
+    backend: str
+    quantization: str
+    compiled: bool
+    threads: int
+    interop_threads: int
+    fallbacks: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line: model, dtype, quantisation, compile state and threads."""
+        return (
+            f"model {self.model} · {self.device} · {self.dtype} · {self.backend} decoder · "
+            f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "
+            f"{self.threads} threads"
+        )

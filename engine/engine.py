@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from engine.config import EngineSettings
+from engine.config import EffectiveConfig, EngineSettings
 from engine.errors import EngineError, EngineNotReady, PromptTooLong
 from engine.events import (
     ChatTurn,
@@ -22,12 +22,13 @@ from engine.events import (
     Started,
     TokenText,
 )
-from engine.loading.bootstrap import LoadedModel, ProgressCallback, bootstrap, no_progress
+from engine.loading.bootstrap import LoadedModel, bootstrap
 from engine.loading.decode_loop import SamplingParams
+from engine.loading.stages import ProgressCallback, no_progress
 from engine.serving.prefix_cache import PrefixCache
 from engine.serving.reply_output import Job
 from engine.serving.response_cache import CachedReply, ResponseCache, reply_key
-from engine.serving.stats import EffectiveConfig, EngineStats, StatsSnapshot
+from engine.serving.stats import EngineStats, StatsSnapshot
 from engine.serving.worker import Failed, Worker, WorkerLimits
 from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
 

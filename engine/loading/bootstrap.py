@@ -1,9 +1,11 @@
-"""Bring a model up: threads, load, quantise, compile, warm up, each with a fallback."""
+"""Bring a model up, stage by stage: source -> threads -> tokenizer -> weights -> model -> warm-up.
+
+Each stage shows on the progress bar and logs one line with its duration; each fallback is
+taken, logged and recorded right where it happens below.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,39 +13,25 @@ import torch
 from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from engine.config import EngineSettings, Quantization
-from engine.errors import ModelLoadFailed
-from engine.loading.decode_loop import SamplingParams, decode_tokens
+from engine.config import EffectiveConfig, EngineSettings, Quantization
+from engine.loading.decode_loop import warm_up
+from engine.loading.fallbacks import Fallbacks
 from engine.loading.fingerprint import model_fingerprint
-from engine.loading.machine import ThreadPlan, apply_threads, plan_threads
-from engine.loading.model_source import ModelSource, resolve_source
-from engine.loading.native_backend import (
-    choose_scheme,
-    load_config,
-    load_generation_config,
-    load_native,
-    native_support,
-)
-from engine.loading.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
-from engine.loading.transformers_backend import (
-    cpu_has_vnni,
-    load_tokenizer,
-    load_weights,
-    locate_on_hub,
+from engine.loading.machine import (
+    ThreadPlan,
+    apply_threads,
+    plan_threads,
     resolve_device,
     resolve_dtype,
 )
+from engine.loading.model_files import load_config, load_generation_config, load_tokenizer
+from engine.loading.model_source import ModelSource, find_model
+from engine.loading.native_backend import choose_scheme, load_native, native_problem
+from engine.loading.stages import ProgressCallback, Stages, no_progress
+from engine.loading.transformers_backend import compile_with_fallback, load_transformers
+from engine.native.cpu_features import cpu_has_vnni
 from engine.native.model import NativeDecoder
-from engine.serving.stats import EffectiveConfig
 from engine.text.prompt import stop_token_ids
-
-log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[str, float], None]  # (stage, fraction done 0..1)
-
-
-def no_progress(stage: str, fraction: float) -> None:
-    """Default progress sink: nothing to show."""
 
 
 @dataclass
@@ -79,167 +67,62 @@ class LoadedModel:
         )
 
 
-def _fall_back(fallbacks: list[str], what: str, why: object, instead: str) -> None:
-    line = f"{what} unavailable ({why}); using {instead} instead"
-    log.warning(line)
-    fallbacks.append(line)
+def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress) -> LoadedModel:
+    """Load and prepare the model described by settings; fallbacks are logged and recorded."""
+    stages, fallbacks = Stages(progress), Fallbacks()
 
+    # 1. Source: a local folder or .gguf, else the hub's cache, else one quick look at the hub.
+    with stages.stage(f"Looking for {settings.model}", (0.0, 0.02)) as stage:
+        source = find_model(settings)
+        where = "local" if source.is_local else "cached" if source.cached else "on the hub"
+        stage.done = f"found model {source.display_name} ({where})"
 
-def _load_transformers(
-    source: ModelSource,
-    requested: Quantization,
-    device: torch.device,
-    dtype: torch.dtype,
-    fallbacks: list[str],
-) -> tuple[PreTrainedModel, str]:
-    """The transformers backend: walk bnb8 -> int8 weight-only (torch's kernel) -> none."""
-    if requested == "bnb8":
-        try:
-            return load_weights(source, device, dtype, bitsandbytes_config()), "bnb8"
-        except (ImportError, ModelLoadFailed, RuntimeError) as error:
-            _fall_back(fallbacks, "bitsandbytes 8-bit", error, "int8-torch")
-            requested = "int8-torch"
-    # int8 here means the same int8 weights on torch's kernel: the model is unchanged.
-    if requested in {"int4", "int8-dynamic"}:
-        _fall_back(fallbacks, requested, "needs the native decoder", "int8-torch")
-    model = load_weights(source, device, dtype)
-    if requested in {"int8", "int8-torch", "int8-dynamic", "int4"}:
-        problem = int8_kernel_works(device, dtype)
-        if problem is None:
-            count = convert_to_int8(model)
-            log.info("int8 weight-only quantisation applied to %d linear layers", count)
-            return model, "int8-torch"
-        _fall_back(fallbacks, "int8 weight-only kernel", problem, "no quantisation")
-    return model, "none"
+    # 2. Threads, device and dtype: torch's thread pools are fixed before any parallel work.
+    with stages.stage("Setting CPU threads", (0.02, 0.05)) as stage:
+        threads = apply_threads(
+            plan_threads(settings.threads, settings.max_threads, settings.interop_threads)
+        )
+        device = resolve_device(settings.device)
+        if settings.device == "cuda" and not torch.cuda.is_available():
+            fallbacks.note("CUDA", "no CUDA device", "the CPU")
+            device = torch.device("cpu")
+        dtype = resolve_dtype(settings.dtype, device)
+        stage.done = f"torch threads: {threads.describe()}; {device.type}, {_name(dtype)}"
 
+    # 3. Tokenizer and config (a GGUF file carries both).
+    with stages.stage(f"Loading tokenizer of {source.display_name}", (0.05, 0.15)) as stage:
+        tokenizer = load_tokenizer(source)
+        config = load_config(source)
+        stage.done = "loaded the tokenizer and config"
 
-def _choose_backend(
-    settings: EngineSettings,
-    device: torch.device,
-    quantization: Quantization,
-    config: Any,
-    fallbacks: list[str],
-) -> str:
-    """native where it can run (CPU, a Llama/Qwen-family model, not bnb8), else transformers."""
-    if settings.backend == "transformers":
-        return "transformers"
-    reason: str | None
-    if device.type != "cpu":
-        reason = "it is built for CPUs"
-    elif quantization == "bnb8":
-        reason = "bitsandbytes needs transformers' model classes"
-    else:
-        reason = native_support(config)
-    if reason is None:
-        return "native"
-    _fall_back(fallbacks, "native decoder", reason, "transformers")
-    return "transformers"
+    # 4. Weights: on the native decoder where it runs, else transformers' model.
+    model, backend, quantization = _load_weights(
+        settings, source, config, device, dtype, stages, fallbacks
+    )
 
-
-def warm_up(bundle: LoadedModel) -> None:
-    """Run a few decode steps so lazy initialisation (and compilation) happens before users.
-
-    Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache
-    lengths change, marks them dynamic and recompiles here, not in a user's first reply.
-    """
-    for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
-        prompt = bundle.tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
-        params = SamplingParams(max_new_tokens=8)
-        for _ in decode_tokens(bundle.model, prompt, params, frozenset()):
-            pass
-
-
-def _compile_with_fallback(bundle: LoadedModel, fallbacks: list[str]) -> None:
-    """Compile the forward pass and prove it with a warm-up; fall back to eager on failure."""
-    model = bundle.model
-    if isinstance(model, NativeDecoder):
+    # 5. Model: compiled where it gains something, proven by its own warm-up.
+    compiled = False
+    if settings.compile and isinstance(model, NativeDecoder):
         # Measured on 2 cores: dynamo cannot trace fbgemm's packed weights; compiling the ops
         # between matmuls made a Qwen3-0.6B step slower (41 ms against 35 ms eager), and
         # inductor's own int8 weight-only GEMV ran 5x slower than `_weight_int8pack_mm`.
-        _fall_back(fallbacks, "torch.compile", "no gain for the native decoder", "eager mode")
-        return
-    eager_forward = model.forward
-    try:
-        # dynamic=True: the prompt length and KV length change every call.
-        model.forward = torch.compile(eager_forward, dynamic=True)
-        warm_up(bundle)
-        bundle.compiled = True
-    except Exception as error:  # noqa: BLE001  compile failures share no base class
-        model.forward = eager_forward
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
-        _fall_back(fallbacks, "torch.compile", reason, "eager mode")
+        fallbacks.note("torch.compile", "no gain for the native decoder", "eager mode")
+    elif settings.compile and isinstance(model, PreTrainedModel):
+        with stages.stage("Compiling (torch.compile, can take a minute)", (0.7, 0.9)) as stage:
+            compiled = compile_with_fallback(model, tokenizer, fallbacks)
+            stage.done = "compiled and warmed up" if compiled else "compile failed (eager mode)"
 
+    # 6. Warm-up: lazy initialisation happens here, not in a user's first reply.
+    if settings.warmup and not compiled:
+        with stages.stage("Warming up", (0.9, 1.0)) as stage:
+            warm_up(model, tokenizer)
+            stage.done = "warmed up"
 
-def _load_model(
-    settings: EngineSettings,
-    source: ModelSource,
-    config: Any,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    fallbacks: list[str],
-    progress: ProgressCallback,
-) -> tuple[PreTrainedModel | NativeDecoder, str, str]:
-    """(model, backend, quantization in effect) for the settings on this machine."""
-    quantization = settings.quantization
-    if quantization == "auto":
-        quantization = "int8" if device.type == "cpu" else "none"
-    backend = _choose_backend(settings, device, quantization, config, fallbacks)
-    if backend == "native" and quantization != "bnb8":  # (bnb8 never chooses native)
-
-        def fall_back(what: str, why: object, instead: str) -> None:
-            _fall_back(fallbacks, what, why, instead)
-
-        reduce_range = not cpu_has_vnni()
-        scheme = choose_scheme(quantization, dtype, reduce_range, fall_back)
-        label = f"Loading weights ({scheme}, native decoder)"
-        progress(label, 0.15)
-        decoder = load_native(
-            source,
-            config,
-            scheme=scheme,
-            dtype=dtype,
-            reduce_range=reduce_range,
-            progress=lambda done: progress(label, 0.15 + 0.55 * done),
-        )
-        return decoder, "native", scheme
-    progress(f"Loading weights ({str(dtype).removeprefix('torch.')})", 0.15)
-    model, effective = _load_transformers(source, quantization, device, dtype, fallbacks)
-    return model, "transformers", effective
-
-
-def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress) -> LoadedModel:
-    """Load and prepare the model described by settings; fallbacks are logged and recorded."""
-    fallbacks: list[str] = []
-    progress("Setting CPU threads", 0.0)
-    threads = apply_threads(
-        plan_threads(settings.threads, settings.max_threads, settings.interop_threads)
-    )
-    source = resolve_source(settings)
-    if not source.is_local:
-        progress(f"Looking for {source.location} (local cache, then the hub)", 0.02)
-        source = locate_on_hub(source)
-    device = resolve_device(settings.device)
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        _fall_back(fallbacks, "CUDA", "no CUDA device", "the CPU")
-        device = torch.device("cpu")
-    dtype = resolve_dtype(settings.dtype, device)
-    progress(f"Loading tokenizer of {source.display_name}", 0.05)
-    tokenizer = load_tokenizer(source)
-    config = load_config(source)
-    model, backend, quantization = _load_model(
-        settings,
-        source,
-        config,
-        device=device,
-        dtype=dtype,
-        fallbacks=fallbacks,
-        progress=progress,
-    )
     generation_config = getattr(model, "generation_config", None)
     if generation_config is None:
         generation_config = load_generation_config(source, config)
-    bundle = LoadedModel(
+    stages.ready()
+    return LoadedModel(
         model=model,
         config=config,
         tokenizer=tokenizer,
@@ -248,17 +131,51 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         dtype=dtype,
         backend=backend,
         quantization=quantization,
-        compiled=False,
+        compiled=compiled,
         threads=threads,
         fingerprint=model_fingerprint(source, getattr(config, "_commit_hash", None)),
         stop_ids=stop_token_ids(tokenizer, generation_config),
-        fallbacks=fallbacks,
+        fallbacks=fallbacks.lines,
     )
-    if settings.compile:
-        progress("Compiling (torch.compile, can take a minute)", 0.7)
-        _compile_with_fallback(bundle, fallbacks)
-    if settings.warmup and not bundle.compiled:
-        progress("Warming up", 0.9)
-        warm_up(bundle)
-    progress("Ready", 1.0)
-    return bundle
+
+
+def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
+    settings: EngineSettings,
+    source: ModelSource,
+    config: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    stages: Stages,
+    fallbacks: Fallbacks,
+) -> tuple[PreTrainedModel | NativeDecoder, str, str]:
+    """(model, backend, quantisation in effect): the native decoder with the first scheme whose
+    kernel works here, else transformers' model with its own quantisation chain."""
+    quantization: Quantization = settings.quantization
+    if quantization == "auto":
+        quantization = "int8" if device.type == "cpu" else "none"
+    backend = "transformers" if settings.backend == "transformers" else "native"
+    if backend == "native" and (problem := native_problem(device, quantization, config)):
+        fallbacks.note("native decoder", problem, "transformers")
+        backend = "transformers"
+    if backend == "native" and quantization != "bnb8":  # (never bnb8: for the type checker)
+        reduce_range = not cpu_has_vnni()
+        scheme = choose_scheme(quantization, dtype, reduce_range, fallbacks.note)
+        with stages.stage(f"Loading weights ({scheme}, native decoder)", (0.15, 0.7)) as stage:
+            decoder = load_native(
+                source,
+                config,
+                scheme=scheme,
+                dtype=dtype,
+                reduce_range=reduce_range,
+                progress=stage.advance,
+            )
+            stage.done = f"loaded weights ({scheme}, native decoder)"
+        return decoder, "native", scheme
+    with stages.stage(f"Loading weights ({_name(dtype)})", (0.15, 0.7)) as stage:
+        model, effective = load_transformers(source, quantization, device, dtype, fallbacks)
+        stage.done = f"loaded weights ({effective}, transformers)"
+    return model, "transformers", effective
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

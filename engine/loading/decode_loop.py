@@ -1,4 +1,5 @@
-"""Prefill and per-token decode as small plain functions (the gpt-fast shape)."""
+"""Prefill and per-token decode as small plain functions (the gpt-fast shape), over either
+backend's model: the warm-up runs them first, the worker's model runner steps them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.native.kv_cache import KVCache
 from engine.native.model import NativeDecoder
@@ -106,3 +108,16 @@ def decode_tokens(
             if token in stop_ids or index + 1 == params.max_new_tokens or should_stop():
                 return
             logits = step([token])
+
+
+def warm_up(model: PreTrainedModel | NativeDecoder, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Run a few decode steps so lazy initialisation (and compilation) happens before users.
+
+    Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache
+    lengths change, marks them dynamic and recompiles here, not in a user's first reply.
+    """
+    for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
+        params = SamplingParams(max_new_tokens=8)
+        for _ in decode_tokens(model, prompt, params, frozenset()):
+            pass

@@ -1,4 +1,4 @@
-"""Thread settings for torch, decided once before the model loads."""
+"""What this machine gives the model: torch's threads, the device and the dtype, decided once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from engine.config import Device, Dtype
+from engine.native.cpu_features import cpu_has_native_bf16
+
 log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,10 @@ class ThreadPlan:
     intra_op: int
     inter_op: int
     reason: str
+
+    def describe(self) -> str:
+        """For the log: "intra-op 2, inter-op 1 (2 physical cores available)"."""
+        return f"intra-op {self.intra_op}, inter-op {self.inter_op} ({self.reason})"
 
 
 def usable_cpus() -> int:
@@ -56,11 +65,20 @@ def apply_threads(plan: ThreadPlan) -> ThreadPlan:
     except RuntimeError:
         # torch refuses once inter-op work has started (e.g. a second engine in one process).
         log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
-    effective = ThreadPlan(torch.get_num_threads(), torch.get_num_interop_threads(), plan.reason)
-    log.info(
-        "torch threads: intra-op %d, inter-op %d (%s)",
-        effective.intra_op,
-        effective.inter_op,
-        effective.reason,
-    )
-    return effective
+    return ThreadPlan(torch.get_num_threads(), torch.get_num_interop_threads(), plan.reason)
+
+
+def resolve_device(setting: Device) -> torch.device:
+    """auto = CUDA when present, else CPU (the CPU path is the product)."""
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_dtype(setting: Dtype, device: torch.device) -> torch.dtype:
+    """auto = bfloat16 where the hardware has it natively (2x faster decode here), else fp32."""
+    if setting != "auto":
+        return _DTYPES[setting]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

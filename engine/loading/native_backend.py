@@ -1,33 +1,22 @@
-"""Load a model into the native decoder: config, checkpoint, quantisation scheme fallbacks."""
+"""The native backend: whether it runs a model, which quantisation scheme runs here (with
+its fallbacks), and the checkpoint read into a NativeDecoder."""
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import huggingface_hub
 import torch
-from transformers import AutoConfig, GenerationConfig
 
+from engine.config import Quantization
 from engine.errors import ModelLoadFailed
+from engine.loading.checkpoint import checkpoint_fetch, release_free_memory
 from engine.loading.model_source import ModelSource
-from engine.loading.native_weights import (
-    SafetensorsReader,
-    TensorFetch,
-    build_decoder,
-    safetensors_files,
-    state_dict_fetch,
-)
-from engine.loading.transformers_backend import load_weights, source_kwargs
+from engine.loading.native_weights import build_decoder
+from engine.native.architecture import NativeConfig
 from engine.native.linear import Scheme, kernel_problem
-from engine.native.model import NativeConfig, NativeDecoder
+from engine.native.model import NativeDecoder
 from engine.native.parts import UnsupportedArchitecture
-
-log = logging.getLogger(__name__)
 
 Fallback = Callable[[str, object, str], None]  # (what, why, instead)
 
@@ -49,24 +38,12 @@ _SCHEME_NAMES: dict[Scheme, str] = {
 }
 
 
-def load_config(source: ModelSource) -> Any:
-    """The transformers config (GGUF files carry theirs in their metadata)."""
-    try:
-        return AutoConfig.from_pretrained(source.location, **source_kwargs(source))
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadFailed(f"cannot read the config of {source.location}: {error}") from error
-
-
-def load_generation_config(source: ModelSource, config: Any) -> GenerationConfig:
-    """generation_config.json when the model has one, else what its config implies."""
-    try:
-        return GenerationConfig.from_pretrained(source.location, **source_kwargs(source))
-    except (OSError, ValueError):
-        return GenerationConfig.from_model_config(config)
-
-
-def native_support(config: Any) -> str | None:
-    """Why the native decoder cannot run this model, or None when it can."""
+def native_problem(device: torch.device, quantization: Quantization, config: Any) -> str | None:
+    """Why the native decoder cannot run this model here, or None when it can."""
+    if device.type != "cpu":
+        return "it is built for CPUs"
+    if quantization == "bnb8":
+        return "bitsandbytes needs transformers' model classes"
     try:
         NativeConfig.from_transformers(config)
     except UnsupportedArchitecture as error:
@@ -85,35 +62,6 @@ def choose_scheme(
             return scheme
         fallback(_SCHEME_NAMES[scheme], problem, f"{_SCHEME_NAMES[following]} ({following})")
     return "none"
-
-
-def _checkpoint_folder(source: ModelSource) -> Path | None:
-    """A local folder with the safetensors checkpoint, downloading a hub model if needed."""
-    if source.gguf_file:
-        return None
-    if source.is_local:
-        return Path(source.location)
-    try:
-        folder = huggingface_hub.snapshot_download(
-            source.location,
-            revision=source.revision,
-            allow_patterns=["*.json", "*.safetensors"],
-            local_files_only=source.cached,
-        )
-    except OSError as error:  # hub HTTP and cache errors derive from OSError
-        message = f"cannot download the weights of {source.location}: {error}"
-        raise ModelLoadFailed(message.splitlines()[0]) from error
-    return Path(folder)
-
-
-def checkpoint_fetch(source: ModelSource, dtype: torch.dtype) -> TensorFetch:
-    """Stream tensors from safetensors when the checkpoint has them, else via transformers."""
-    folder = _checkpoint_folder(source)
-    files = safetensors_files(folder) if folder is not None else []
-    if files:
-        return SafetensorsReader(files)
-    model = load_weights(source, torch.device("cpu"), dtype)
-    return state_dict_fetch(model)
 
 
 def load_native(
@@ -147,16 +95,3 @@ def load_native(
     del fetch
     release_free_memory()
     return decoder
-
-
-def release_free_memory() -> None:
-    """Hand the checkpoint's freed buffers back to the OS (glibc keeps them otherwise).
-
-    Without this the process keeps ~0.7 GB of freed bf16 tensors resident after loading.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to trim with
-        log.debug("malloc_trim unavailable")

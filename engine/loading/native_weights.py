@@ -1,21 +1,19 @@
 """Build a NativeDecoder from checkpoint tensors, quantising each as it is read.
 
-From safetensors we read one tensor at a time with plain file reads (no mmap), so the
-process never holds the bf16 checkpoint and its quantised copy at once: peak memory stays
-near the quantised size. Other formats (GGUF, .bin) come through a transformers model
-whose tensors are handed over and dropped one by one.
+Tensors come one at a time by their transformers names (loading/checkpoint.py), so the
+process never holds the float checkpoint and its quantised copy at once: peak memory stays
+near the quantised size.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from engine.loading.checkpoint import TensorFetch
+from engine.native.architecture import NativeConfig, NativeLayer
 from engine.native.linear import (
     LinearFactory,
     LinearKernel,
@@ -24,54 +22,11 @@ from engine.native.linear import (
     int8_rows,
     linear_factory,
 )
-from engine.native.model import NativeConfig, NativeDecoder, NativeLayer
+from engine.native.model import NativeDecoder
 from engine.native.packed_linear import PackedLinear, packed_fits
 from engine.native.parts import Embedding, RMSNorm, RotaryTable, rope_frequencies
 
-TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
 Progress = Callable[[float], None]  # fraction of layers built, 0..1
-
-_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
-
-
-class SafetensorsReader:
-    """Reads named tensors from .safetensors files without mapping them into memory."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self._where: dict[str, tuple[Path, int, dict[str, Any]]] = {}
-        for path in files:
-            with path.open("rb") as handle:
-                (header_size,) = struct.unpack("<Q", handle.read(8))
-                header = json.loads(handle.read(header_size))
-            for name, entry in header.items():
-                if name != "__metadata__":
-                    self._where[name] = (path, 8 + header_size, entry)
-
-    def __call__(self, name: str) -> torch.Tensor | None:
-        """The tensor stored under name, or None when the checkpoint has none."""
-        if name not in self._where:
-            return None
-        path, data_start, entry = self._where[name]
-        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise ValueError(f"tensor {name} has unsupported dtype {entry['dtype']}")
-        begin, end = entry["data_offsets"]
-        buffer = bytearray(end - begin)
-        with path.open("rb") as handle:
-            handle.seek(data_start + begin)
-            handle.readinto(buffer)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
-
-
-def state_dict_fetch(model: torch.nn.Module) -> TensorFetch:
-    """Hand a loaded transformers model's tensors over one by one, freeing each after use."""
-    tensors: dict[str, torch.Tensor] = dict(model.state_dict())
-    model.to("meta")  # the model's own references go; ours are the last ones
-
-    def fetch(name: str) -> torch.Tensor | None:
-        return tensors.pop(name, None)
-
-    return fetch
 
 
 def _required(fetch: TensorFetch, name: str) -> torch.Tensor:
@@ -195,13 +150,3 @@ def _layer(  # noqa: PLR0917  (private; one call site)
         gate_up=gate_up,
         down=down,
     )
-
-
-def safetensors_files(folder: Path) -> list[Path]:
-    """The checkpoint's .safetensors files (sharded via the index, or the single file)."""
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [folder / shard for shard in shards]
-    single = folder / "model.safetensors"
-    return [single] if single.is_file() else []

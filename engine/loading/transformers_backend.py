@@ -1,68 +1,29 @@
-"""Load the tokenizer and model weights with the dtype and device chosen for this machine."""
+"""The transformers backend: any causal LM through the library's own forward pass.
+
+Loads the weights with the dtype and device chosen for this machine, walks the
+quantisation chain (bitsandbytes 8-bit -> int8 weight-only on torch's kernel -> none) and
+compiles the forward pass, each step with its fallback.
+"""
 
 from __future__ import annotations
 
 import logging
-import platform
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import huggingface_hub
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from engine.config import Device, Dtype
-from engine.errors import ModelLoadFailed, ModelNotFound
-from engine.loading.model_source import HOW_TO_POINT_LOCALLY, ModelSource
+from engine.config import Quantization
+from engine.errors import ModelLoadFailed
+from engine.loading.decode_loop import warm_up
+from engine.loading.fallbacks import Fallbacks
+from engine.loading.model_source import ModelSource, not_found, source_kwargs
+from engine.loading.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return frozenset()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    return frozenset(flags)
-
-
-def cpu_has_vnni() -> bool:
-    """True when x86 integer dot products (VNNI) sum without 16-bit saturation."""
-    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX on x86, BF16 on Arm)."""
-    flags = cpu_flags()
-    if platform.machine().lower() in {"aarch64", "arm64"}:
-        return "bf16" in flags
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def resolve_device(setting: Device) -> torch.device:
-    """auto = CUDA when present, else CPU (the CPU path is the product)."""
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def resolve_dtype(setting: Dtype, device: torch.device) -> torch.dtype:
-    """auto = bfloat16 where the hardware has it natively (2x faster decode here), else fp32."""
-    if setting != "auto":
-        return _DTYPES[setting]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def quiet_libraries() -> None:
@@ -74,66 +35,6 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     huggingface_hub.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-
-
-def locate_on_hub(source: ModelSource) -> ModelSource:
-    """A hub model: use the local cache when it has it, else check the hub answers at all.
-
-    Loading from the cache makes restarts independent of the hub. The one quick request
-    (no retries) turns "no network" into a one-line error in a second; otherwise every file
-    transformers asks for is retried for half a minute.
-    """
-    if source.is_local:
-        return source
-    probe_file = source.gguf_file or "config.json"
-    cached = huggingface_hub.try_to_load_from_cache(
-        source.location, probe_file, revision=source.revision
-    )
-    if isinstance(cached, str):
-        snapshot = Path(cached).parent  # .../snapshots/<commit>/config.json
-        commit = snapshot.name if snapshot.parent.name == "snapshots" else None
-        return replace(source, cached=True, commit=commit)
-    if huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise _not_found(source, OSError("offline mode (HF_HUB_OFFLINE) and not cached"))
-    try:
-        huggingface_hub.HfApi().model_info(source.location, revision=source.revision, timeout=10)
-    except Exception as error:
-        raise _not_found(source, error) from error
-    return source
-
-
-def source_kwargs(source: ModelSource) -> dict[str, Any]:
-    """from_pretrained arguments for this source (cache only, GGUF file, revision)."""
-    kwargs: dict[str, Any] = {}
-    if source.cached:
-        kwargs["local_files_only"] = True
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-    if source.revision:
-        kwargs["revision"] = source.revision
-    return kwargs
-
-
-def _not_found(source: ModelSource, error: Exception) -> ModelNotFound:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ModelNotFound(
-        f"model '{source.location}' is not in the local Hugging Face cache and could not be "
-        f"downloaded ({reason[:160]}); {HOW_TO_POINT_LOCALLY}"
-    )
-
-
-def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
-    """Load the tokenizer that belongs to the model (GGUF files carry their own)."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **source_kwargs(source))
-    except OSError as error:
-        if source.is_local:
-            message = f"cannot read the tokenizer of {source.location}: {error}"
-            raise ModelLoadFailed(message) from error
-        raise _not_found(source, error) from error
-    except (ValueError, KeyError, RuntimeError) as error:
-        raise ModelLoadFailed(f"cannot load the tokenizer of {source.location}: {error}") from error
-    return tokenizer
 
 
 def load_weights(
@@ -153,7 +54,7 @@ def load_weights(
     except OSError as error:
         if source.is_local:
             raise ModelLoadFailed(f"cannot read model {source.location}: {error}") from error
-        raise _not_found(source, error) from error
+        raise not_found(source, error) from error
     except (ValueError, KeyError, RuntimeError, ImportError) as error:
         raise ModelLoadFailed(f"cannot load model {source.location}: {error}") from error
     if quantization_config is None:
@@ -162,3 +63,49 @@ def load_weights(
     # No requires_grad_(False): inference_mode already skips autograd, and frozen bf16 weights
     # sent prefill down a 3x slower CPU path (0.41 s -> 1.19 s for 92 tokens of Qwen3-0.6B).
     return model
+
+
+def load_transformers(
+    source: ModelSource,
+    requested: Quantization,
+    device: torch.device,
+    dtype: torch.dtype,
+    fallbacks: Fallbacks,
+) -> tuple[PreTrainedModel, str]:
+    """(model, quantisation in effect): walk bnb8 -> int8 weight-only (torch's kernel) -> none."""
+    if requested == "bnb8":
+        try:
+            return load_weights(source, device, dtype, bitsandbytes_config()), "bnb8"
+        except (ImportError, ModelLoadFailed, RuntimeError) as error:
+            fallbacks.note("bitsandbytes 8-bit", error, "int8-torch")
+            requested = "int8-torch"
+    # int8 here means the same int8 weights on torch's kernel: the model is unchanged.
+    if requested in {"int4", "int8-dynamic"}:
+        fallbacks.note(requested, "needs the native decoder", "int8-torch")
+    model = load_weights(source, device, dtype)
+    if requested in {"int8", "int8-torch", "int8-dynamic", "int4"}:
+        problem = int8_kernel_works(device, dtype)
+        if problem is None:
+            count = convert_to_int8(model)
+            log.info("int8 weight-only quantisation applied to %d linear layers", count)
+            return model, "int8-torch"
+        fallbacks.note("int8 weight-only kernel", problem, "no quantisation")
+    return model, "none"
+
+
+def compile_with_fallback(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fallbacks: Fallbacks
+) -> bool:
+    """Compile the forward pass and prove it with a warm-up; eager again on failure.
+    True when the compiled forward pass is in use (and warmed up)."""
+    eager_forward = model.forward
+    try:
+        # dynamic=True: the prompt length and KV length change every call.
+        model.forward = torch.compile(eager_forward, dynamic=True)
+        warm_up(model, tokenizer)
+    except Exception as error:  # noqa: BLE001  compile failures share no base class
+        model.forward = eager_forward
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
+        fallbacks.note("torch.compile", reason, "eager mode")
+        return False
+    return True

@@ -18,8 +18,8 @@ from engine.native.kernel_builder import pointer
 from engine.native.packed_linear import PackedLinear
 
 if TYPE_CHECKING:
+    from engine.native.architecture import NativeConfig, NativeLayer
     from engine.native.kv_cache import KVCache
-    from engine.native.model import NativeConfig, NativeLayer
     from engine.native.parts import RMSNorm
 
 _I64, _F32, _P = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch  # loaded before any kernel library: its libgomp is the one the kernels share
 
-from engine.loading.transformers_backend import cpu_flags
+from engine.native.cpu_features import cpu_flags
 
 SOURCES = Path(__file__).parent / "kernels"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")

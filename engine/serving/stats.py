@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from engine.config import EffectiveConfig
 from engine.events import ReplyStats
 from engine.serving.prefix_cache import PrefixUsage
 
@@ -24,29 +25,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
     return ordered[rank]
-
-
-@dataclass(frozen=True)
-class EffectiveConfig:
-    """What is actually in effect after fallbacks, for the start-up line and /stats."""
-
-    model: str
-    device: str
-    dtype: str
-    backend: str
-    quantization: str
-    compiled: bool
-    threads: int
-    interop_threads: int
-    fallbacks: tuple[str, ...] = ()
-
-    def summary(self) -> str:
-        """One line: model, dtype, quantisation, compile state and threads."""
-        return (
-            f"model {self.model} · {self.device} · {self.dtype} · {self.backend} decoder · "
-            f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "
-            f"{self.threads} threads"
-        )
 
 
 @dataclass(frozen=True)

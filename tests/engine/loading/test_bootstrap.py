@@ -14,9 +14,9 @@ from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.errors import ModelNotFound
 from engine.loading import machine
-from engine.loading.machine import plan_threads
+from engine.loading.machine import plan_threads, resolve_dtype
 from engine.loading.quantize import Int8WeightOnlyLinear
-from engine.loading.transformers_backend import cpu_has_native_bf16, resolve_dtype
+from engine.native.cpu_features import cpu_has_native_bf16
 from tests.support.chat import request
 
 

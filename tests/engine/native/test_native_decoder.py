@@ -8,7 +8,8 @@ import pytest
 import torch
 import transformers
 
-from engine.loading.native_weights import SafetensorsReader, build_decoder, safetensors_files
+from engine.loading.checkpoint import SafetensorsReader, safetensors_files
+from engine.loading.native_weights import build_decoder
 from engine.native.kv_cache import GROWTH_STEP, KVCache
 from engine.native.linear import Scheme
 from engine.native.model import NativeDecoder
