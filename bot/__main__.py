@@ -25,7 +25,7 @@ from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
     from bot.service import ChatService
-    from engine.loading.stages import ProgressCallback
+    from engine import ProgressCallback
 
 log = logging.getLogger("qwenbot")
 
@@ -76,7 +76,7 @@ async def running_service(settings: Settings, console: Console) -> AsyncIterator
     # Imported here, not at the top: torch and transformers take seconds to import.
     from bot.history import HistoryStore  # noqa: PLC0415
     from bot.service import ChatService  # noqa: PLC0415
-    from engine.engine import Engine  # noqa: PLC0415
+    from engine import Engine  # noqa: PLC0415
 
     engine = Engine(settings.engine)
     history: HistoryStore | None = None
@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     # python-telegram-bot's future duration type, opted into now: its RetryAfter otherwise
     # warns on every 429 the rate limiter waits out.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
-    from engine.errors import EngineError  # noqa: PLC0415
-    from engine.loading.transformers_backend import quiet_libraries  # noqa: PLC0415  (transformers loads here)
+    from engine import EngineError, quiet_libraries  # noqa: PLC0415  (transformers loads here)
 
     quiet_libraries()
     try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import EngineError, PromptTooLong
-from engine.events import ReplyStats
-from engine.serving.stats import StatsSnapshot
+from engine import EngineError, PromptTooLong, ReplyStats, StatsSnapshot
 
 NOT_ALLOWED = "Sorry, this bot is private."
 EMPTY_REPLY = "(The model gave an empty answer. Try rephrasing, or send /reset.)"

@@ -7,9 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.events import ChatTurn
-from engine.serving.json_store import dumps, open_json_store
-from engine.serving.response_cache import STORE_ERRORS
+from engine import STORE_ERRORS, ChatTurn, dumps, open_json_store
 
 log = logging.getLogger(__name__)
 

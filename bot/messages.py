@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.events import ReplyStats
+from engine import ReplyStats
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,7 @@ from bot.messages import (
     ReplyText,
 )
 from bot.settings import BotSettings
-from engine.engine import Engine
-from engine.errors import EngineError
-from engine.events import ChatTurn, Finished, GenerationRequest, Queued, TokenText
+from engine import ChatTurn, Engine, EngineError, Finished, GenerationRequest, Queued, TokenText
 
 log = logging.getLogger(__name__)
 

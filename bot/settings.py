@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from engine.config import EngineSettings, default_data_dir
+from engine import EngineSettings, default_data_dir
 
 IdSet = Annotated[frozenset[int], NoDecode]
 

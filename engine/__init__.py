@@ -1,1 +1,87 @@
-"""The embedded language model: loading, CPU tuning, a worker thread, caching and stats."""
+"""The embedded language model, behind one face: the names bot/ uses, and nothing else.
+
+    engine.engine  Engine: admission, reply cache, single-flight, a stream of events
+    engine.config  settings asked for, and the configuration in effect
+    engine.events  requests in, events out;  engine.errors: typed errors with stable labels
+    serving/  the worker thread and what it keeps     text/    prompts in, words out
+    loading/  bootstrap's stages, both backends        native/  our decoder and C kernels
+
+Inside, imports point one way, engine.engine -> serving -> loading -> native, and text/ and
+the vocabulary modules (config, events, errors) are usable by all (tests/test_import_rules.py
+checks it). Names load on first use (PEP 562), so `from engine import EngineSettings` stays
+light and only `Engine` brings in torch and transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.config import EngineSettings as EngineSettings
+    from engine.config import default_data_dir as default_data_dir
+    from engine.engine import Engine as Engine
+    from engine.errors import EngineError as EngineError
+    from engine.errors import PromptTooLong as PromptTooLong
+    from engine.events import ChatTurn as ChatTurn
+    from engine.events import Finished as Finished
+    from engine.events import GenerationRequest as GenerationRequest
+    from engine.events import Queued as Queued
+    from engine.events import ReplyStats as ReplyStats
+    from engine.events import TokenText as TokenText
+    from engine.loading.stages import ProgressCallback as ProgressCallback
+    from engine.loading.transformers_backend import quiet_libraries as quiet_libraries
+    from engine.serving.json_store import STORE_ERRORS as STORE_ERRORS
+    from engine.serving.json_store import dumps as dumps
+    from engine.serving.json_store import open_json_store as open_json_store
+    from engine.serving.stats import StatsSnapshot as StatsSnapshot
+
+# Each public name and the module it lives in.
+_HOMES = {
+    "ChatTurn": "engine.events",
+    "Engine": "engine.engine",
+    "EngineError": "engine.errors",
+    "EngineSettings": "engine.config",
+    "Finished": "engine.events",
+    "GenerationRequest": "engine.events",
+    "ProgressCallback": "engine.loading.stages",
+    "PromptTooLong": "engine.errors",
+    "Queued": "engine.events",
+    "ReplyStats": "engine.events",
+    "STORE_ERRORS": "engine.serving.json_store",
+    "StatsSnapshot": "engine.serving.stats",
+    "TokenText": "engine.events",
+    "default_data_dir": "engine.config",
+    "dumps": "engine.serving.json_store",
+    "open_json_store": "engine.serving.json_store",
+    "quiet_libraries": "engine.loading.transformers_backend",
+}
+__all__ = [
+    "STORE_ERRORS",
+    "ChatTurn",
+    "Engine",
+    "EngineError",
+    "EngineSettings",
+    "Finished",
+    "GenerationRequest",
+    "ProgressCallback",
+    "PromptTooLong",
+    "Queued",
+    "ReplyStats",
+    "StatsSnapshot",
+    "TokenText",
+    "default_data_dir",
+    "dumps",
+    "open_json_store",
+    "quiet_libraries",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,18 @@ from diskcache.core import MODE_PICKLE
 
 class PickleRefused(ValueError):
     """A row in the store was pickled: written by someone else, and never loaded."""
+
+
+# Everything a damaged, locked or full store can raise; each means "treat as a miss".
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.Error,
+    OSError,
+    PickleRefused,
+    TypeError,
+    ValueError,
+    KeyError,
+    diskcache.Timeout,
+)
 
 
 class JsonOnlyDisk(diskcache.Disk):  # type: ignore[misc]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import diskcache
 
-from engine.serving.json_store import PickleRefused, dumps, open_json_store
+from engine.serving.json_store import STORE_ERRORS, dumps, open_json_store
 from engine.text.prompt import template_version
 
 if TYPE_CHECKING:
@@ -21,17 +20,6 @@ if TYPE_CHECKING:
     from engine.loading.decode_loop import SamplingParams
 
 log = logging.getLogger(__name__)
-
-# Everything a damaged, locked or full store can raise; each means "treat as a miss".
-STORE_ERRORS: tuple[type[Exception], ...] = (
-    sqlite3.Error,
-    OSError,
-    PickleRefused,
-    TypeError,
-    ValueError,
-    KeyError,
-    diskcache.Timeout,
-)
 
 KEY_SCHEMA = 1  # bump when the meaning of a cached entry changes
 
