@@ -30,23 +30,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("qwenbot")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: `qwenbot chat | telegram | discord | all`."""
-    parser = argparse.ArgumentParser(
-        prog="qwenbot", description="A chatbot that carries its own language model."
+def _common_options(*, after_command: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name (`qwenbot --log-level INFO
+    chat` and `qwenbot chat --log-level INFO`). After it, an option left out must not undo
+    one given before, so there an absent option sets nothing."""
+    options = argparse.ArgumentParser(
+        add_help=False, argument_default=argparse.SUPPRESS if after_command else None
     )
-    parser.add_argument("--env-file", type=Path, help="read settings from this file, not .env")
-    parser.add_argument(
+    options.add_argument("--env-file", type=Path, help="read settings from this file, not .env")
+    options.add_argument(
         "--log-level",
-        default=os.environ.get("QWENBOT_LOG_LEVEL"),
         help="DEBUG, INFO, WARNING or ERROR (default: WARNING for chat, INFO for bots); "
         "also QWENBOT_LOG_LEVEL",
     )
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: `qwenbot chat | telegram | discord | all`, options on either side."""
+    parser = argparse.ArgumentParser(
+        prog="qwenbot",
+        description="A chatbot that carries its own language model.",
+        parents=[_common_options(after_command=False)],
+    )
+    after = [_common_options(after_command=True)]
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("chat", help="chat in this terminal (reads a piped question too)")
-    commands.add_parser("telegram", help="run the Telegram bot (needs TELEGRAM__TOKEN)")
-    commands.add_parser("discord", help="run the Discord bot (needs DISCORD__TOKEN)")
-    commands.add_parser("all", help="run every platform that has a token, on one engine")
+    for name, text in (
+        ("chat", "chat in this terminal (reads a piped question too)"),
+        ("telegram", "run the Telegram bot (needs TELEGRAM__TOKEN)"),
+        ("discord", "run the Discord bot (needs DISCORD__TOKEN)"),
+        ("all", "run every platform that has a token, on one engine"),
+    ):
+        commands.add_parser(name, help=text, parents=after)
     return parser
 
 
@@ -166,7 +181,8 @@ def configured_platforms(settings: Settings, command: str) -> list[str] | str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qwenbot` command."""
     args = build_parser().parse_args(argv)
-    level = args.log_level or ("WARNING" if args.command == "chat" else "INFO")
+    level = args.log_level or os.environ.get("QWENBOT_LOG_LEVEL")
+    level = level or ("WARNING" if args.command == "chat" else "INFO")
     configure_logging(level)
     try:
         settings = load_settings(args.env_file)

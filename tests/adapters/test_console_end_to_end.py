@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from tests.support.smollm2 import smollm2_gguf
 ROOT = Path(__file__).parents[2]
 
 
-def _ask(question: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _ask(question: str, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ENGINE__MODEL": str(smollm2_gguf()),
@@ -23,7 +24,7 @@ def _ask(question: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "HF_HUB_OFFLINE": "1",
     }
     return subprocess.run(
-        [sys.executable, "-m", "bot", "chat"],
+        [sys.executable, "-m", "bot", "chat", *options],
         input=question,
         capture_output=True,
         text=True,
@@ -36,13 +37,27 @@ def _ask(question: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_paris_then_the_same_answer_from_cache_after_a_restart(tmp_path: Path) -> None:
-    first = _ask("What is the capital of France?\n", tmp_path)
+    # Options after the command, as people type them.
+    first = _ask("What is the capital of France?\n", tmp_path, "--log-level", "INFO")
     assert first.returncode == 0, first.stderr
     assert "Paris" in first.stdout
     assert "s to first token" in first.stdout and "tok/s" in first.stdout
     status = [line for line in first.stderr.splitlines() if line.startswith("qwenbot ·")]
     assert status and "SmolLM2-135M-Instruct" in status[0] and "threads" in status[0]
     assert "Traceback" not in first.stderr
+    # One INFO line per loading stage, with its duration; not one per layer.
+    stages = [
+        line.split(": ", 1)[1] for line in first.stderr.splitlines() if " INFO engine." in line
+    ]
+    for stage in (
+        "found model",
+        "torch threads",
+        "loaded the tokenizer",
+        "loaded weights (",
+        "warmed up",
+    ):
+        said = [line for line in stages if line.startswith(stage)]
+        assert len(said) == 1 and re.search(r" in \d+\.\d s$", said[0]), (stage, stages)
 
     again = _ask("What is the capital of France?\n", tmp_path)  # a new process
     assert again.returncode == 0, again.stderr
