@@ -31,6 +31,16 @@ TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor,
 _SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 
 
+def checkpoint_fetch(source: ModelSource, dtype: torch.dtype) -> TensorFetch:
+    """Stream tensors from safetensors when the checkpoint has them, else via transformers."""
+    folder = _checkpoint_folder(source)
+    files = safetensors_files(folder) if folder is not None else []
+    if files:
+        return SafetensorsReader(files)
+    model = load_weights(source, torch.device("cpu"), dtype)
+    return state_dict_fetch(model)
+
+
 def _checkpoint_folder(source: ModelSource) -> Path | None:
     """A local folder with the safetensors checkpoint, downloading a hub model if needed."""
     if source.gguf_file:
@@ -48,16 +58,6 @@ def _checkpoint_folder(source: ModelSource) -> Path | None:
         message = f"cannot download the weights of {source.location}: {error}"
         raise ModelLoadFailed(message.splitlines()[0]) from error
     return Path(folder)
-
-
-def checkpoint_fetch(source: ModelSource, dtype: torch.dtype) -> TensorFetch:
-    """Stream tensors from safetensors when the checkpoint has them, else via transformers."""
-    folder = _checkpoint_folder(source)
-    files = safetensors_files(folder) if folder is not None else []
-    if files:
-        return SafetensorsReader(files)
-    model = load_weights(source, torch.device("cpu"), dtype)
-    return state_dict_fetch(model)
 
 
 class SafetensorsReader:

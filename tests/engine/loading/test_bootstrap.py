@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,26 @@ async def test_effective_config_reports_what_runs(engine: Engine) -> None:
     summary = config.summary()
     assert "native decoder" in summary and "quantization int8" in summary
     assert "compile off" in summary
+
+
+async def test_each_loading_stage_logs_one_line_with_its_duration(
+    engine_settings: EngineSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    reports: list[tuple[str, float]] = []
+    engine = Engine(engine_settings.model_copy(update={"warmup": True}))
+    with caplog.at_level(logging.INFO, logger="engine"):
+        await engine.start(lambda stage, fraction: reports.append((stage, fraction)))
+    await engine.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.loading.stages"]
+    expected = ["found model", "torch threads: ", "loaded the tokenizer", "loaded weights (int8"]
+    expected.append("warmed up")
+    assert len(lines) == len(expected), lines
+    for line, start in zip(lines, expected, strict=True):
+        assert line.startswith(start) and re.search(r" in \d+\.\d s$", line), lines
+    # The bar moves forward only, through the native decoder's layers, and ends ready.
+    fractions = [fraction for _, fraction in reports]
+    assert fractions == sorted(fractions) and reports[-1] == ("Ready", 1.0)
+    assert len({stage for stage, _ in reports if stage.startswith("Loading weights")}) == 1
 
 
 async def test_transformers_backend_int8_replaces_linear_layers_and_still_answers(
