@@ -57,7 +57,7 @@ class LoadedModel:
         return EffectiveConfig(
             model=self.source.display_name,
             device=self.device.type,
-            dtype=str(self.dtype).removeprefix("torch."),
+            dtype=_name(self.dtype),
             backend=self.backend,
             quantization=self.quantization,
             compiled=self.compiled,
@@ -178,4 +178,5 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
 
 
 def _name(dtype: torch.dtype) -> str:
+    """torch.bfloat16 -> "bfloat16", for the log lines and the start-up line."""
     return str(dtype).removeprefix("torch.")
