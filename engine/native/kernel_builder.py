@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 import torch  # loaded before any kernel library: its libgomp is the one the kernels share
 
 from engine.native.cpu_features import cpu_flags
+
+log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).parent / "kernels"
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11")
@@ -75,7 +78,12 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
         digest.update(source.read_bytes())
     target = cache_folder() / f"qwenbot-kernels-{digest.hexdigest()[:16]}.so"
     if target.is_file():
-        return target
+        if _intact(target):
+            return target
+        # A damaged library could crash the process inside a kernel: rebuilt, never loaded.
+        log.warning("the cached kernel library %s is damaged or unchecked; rebuilding it",
+                    target.name)  # fmt: skip
+        target.unlink(missing_ok=True)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _compile([cc, *FLAGS, *extra_flags, *map(str, sources), "-lm"], target)
@@ -99,7 +107,26 @@ def _compile(command: list[str], target: Path) -> None:
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
             raise KernelUnavailable(f"{command[0]} failed: {lines[0][:200]}")
+        # The checksum first: a library without one is never trusted.
+        _checksum_file(target).write_text(_sha256(built))
         os.replace(built, target)
+
+
+def _checksum_file(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(library: Path) -> bool:
+    """The library is byte for byte what the compiler wrote (a torn write, a disk fault or a
+    stray edit shows as a different checksum)."""
+    try:
+        return _checksum_file(library).read_text().strip() == _sha256(library)
+    except OSError:
+        return False
 
 
 def load(path: Path) -> ctypes.CDLL:
