@@ -13,8 +13,10 @@ from discord.ext import commands
 
 from adapters.discord_messages import PLATFORM, addresses_bot, has_admin_role, to_incoming
 from adapters.discord_render import NO_PINGS, DiscordReplyRenderer
+from adapters.discord_replay import chat_key, message_key, replay_pending
 from adapters.shutdown import finish_or_cancel
 from bot.commands import COMMANDS
+from bot.inbox import Inbox
 from bot.messages import IncomingMessage, Notice
 from bot.service import ChatService
 from bot.settings import DiscordSettings
@@ -28,7 +30,9 @@ SLASH_COMMANDS = ("help", "reset", "stats")
 class QwenDiscordBot(commands.Bot):
     """The discord.py client: setup in setup_hook, one reply task per answered message."""
 
-    def __init__(self, service: ChatService, settings: DiscordSettings, **options: Any) -> None:
+    def __init__(
+        self, service: ChatService, settings: DiscordSettings, inbox: Inbox, **options: Any
+    ) -> None:
         # A text bot: no voice, so no start-up warnings about voice libraries it never needs.
         discord.VoiceClient.warn_nacl = False
         discord.VoiceClient.warn_dave = False
@@ -43,7 +47,9 @@ class QwenDiscordBot(commands.Bot):
         )
         self._service = service
         self._settings = settings
-        self.replies: dict[int, asyncio.Task[None]] = {}  # user message id -> its reply
+        self._inbox = inbox
+        self.replies: dict[int, asyncio.Task[Any]] = {}  # user message id -> its reply
+        self._replay: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         """Register the slash commands and sync them (one server: instant; global: slow)."""
@@ -56,6 +62,10 @@ class QwenDiscordBot(commands.Bot):
         synced = await self.tree.sync(guild=guild)
         where = f"server {self._settings.guild_id}" if guild else "all servers (can take an hour)"
         log.info("synced %d slash commands to %s", len(synced), where)
+        # Logged in, not yet connected: messages taken before a restart start first.
+        self._replay = asyncio.create_task(
+            replay_pending(self, self.answer, self._inbox, self._service)
+        )
 
     def _slash_command(self, name: str) -> app_commands.Command[Any, Any, None]:
         async def callback(interaction: discord.Interaction) -> None:
@@ -86,25 +96,53 @@ class QwenDiscordBot(commands.Bot):
         me = self.user
         if me is None or message.author.bot or not addresses_bot(message, me):
             return
+        taken = {"channel_id": message.channel.id, "message_id": message.id}
+        if not self._inbox.receive(message_key(message.id), chat_key(message.channel.id), taken):
+            log.info("message %d delivered again; ignored", message.id)
+            return
+        await self.answer(message)
+
+    async def answer(self, message: discord.Message) -> None:
+        """Answer a message that is in the inbox; done there once answered (a failure too:
+        its apology is the answer). A cancelled answer (a shutdown) stays to do."""
+        me = self.user
         task = asyncio.current_task()
-        if task is None:
+        if me is None or task is None:
             return
         self.replies[message.id] = task
         try:
             incoming = await to_incoming(
                 message, me, self._settings.max_reply_chain, self._settings.admin_role_ids
             )
-            renderer = DiscordReplyRenderer(message, interval_s=self._settings.edit_interval_s)
+            key = message_key(message.id)
+            renderer = DiscordReplyRenderer(
+                message,
+                interval_s=self._settings.edit_interval_s,
+                on_posted=lambda posted: self._inbox.posted(key, posted),
+            )
             await renderer.render(self._service.handle(incoming))
+        except Exception:
+            self._inbox.done(message_key(message.id))
+            raise
+        else:
+            self._inbox.done(message_key(message.id))
         finally:
             self.replies.pop(message.id, None)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """A question deleted while its answer is written: stop the answer, post nothing."""
+        self._inbox.done(message_key(payload.message_id))  # deleted: never answered later
         task = self.replies.get(payload.message_id)
         if task is not None:
             log.info("message %d deleted; cancelling its reply", payload.message_id)
             task.cancel()
+
+    async def stop_replay(self) -> None:
+        """Stop answering messages from before the restart (those left stay to do)."""
+        if self._replay is not None and not self._replay.done():
+            self._replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         """The one place event errors end: logged, and the asker gets a short apology."""
@@ -128,11 +166,13 @@ class QwenDiscordBot(commands.Bot):
 class DiscordAdapter:
     """Runs the Discord bot until told to stop."""
 
-    def __init__(self, service: ChatService, settings: DiscordSettings, **options: Any) -> None:
+    def __init__(
+        self, service: ChatService, settings: DiscordSettings, inbox: Inbox, **options: Any
+    ) -> None:
         if settings.token is None:
             raise ValueError("DISCORD__TOKEN is not set")
         self._settings = settings
-        self.bot = QwenDiscordBot(service, settings, **options)
+        self.bot = QwenDiscordBot(service, settings, inbox, **options)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Log in, serve until `stop` is set, then let replies finish and close."""
@@ -146,5 +186,6 @@ class DiscordAdapter:
                 serving.result()  # a failed login or a fatal gateway error surfaces here
                 return
             await finish_or_cancel(self.bot.replies.values(), self._settings.shutdown_grace_s)
+            await self.bot.stop_replay()
             await self.bot.close()
             await serving

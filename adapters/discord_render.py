@@ -47,8 +47,10 @@ class DiscordReplyRenderer:
         *,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_posted: Callable[[int], None] | None = None,
     ) -> None:
         self._source = source
+        self._on_posted = on_posted  # told each message id posted, as soon as it is posted
         self._interval = interval_s
         self._clock = clock
         self._text = ""
@@ -105,8 +107,11 @@ class DiscordReplyRenderer:
         # Discord has the message once it got the request: cancelling the wait for its answer
         # would leave a message we never learn the id of, so it could never be deleted.
         self._posting = asyncio.ensure_future(send)
-        self._messages.append(await asyncio.shield(self._posting))
+        message = await asyncio.shield(self._posting)
+        self._messages.append(message)
         self._posting = None
+        if self._on_posted is not None:
+            self._on_posted(message.id)
 
     async def _retract(self) -> None:
         if self._posting is not None:  # cancelled while a message was being posted

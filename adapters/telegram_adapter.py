@@ -13,18 +13,24 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
-    ApplicationHandlerStop,
     BaseRateLimiter,
     ContextTypes,
     MessageHandler,
-    TypeHandler,
     filters,
 )
 
 from adapters.shutdown import finish_or_cancel
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
-from adapters.telegram_updates import PerChatOrder, RecentUpdates, to_incoming
+from adapters.telegram_updates import (
+    PLATFORM,
+    JournalingQueue,
+    PerChatOrder,
+    to_incoming,
+    update_key,
+)
+from bot import formatting
 from bot.commands import COMMANDS
+from bot.inbox import APOLOGY_WITHIN_S, Inbox
 from bot.service import ChatService
 from bot.settings import TelegramSettings
 
@@ -41,16 +47,19 @@ class TelegramAdapter:
         self,
         service: ChatService,
         settings: TelegramSettings,
+        inbox: Inbox,
         rate_limiter: BaseRateLimiter[int] | None = None,
     ) -> None:
         if settings.token is None:
             raise ValueError("TELEGRAM__TOKEN is not set")
         self._service = service
         self._settings = settings
+        self._inbox = inbox
+        self._queue = JournalingQueue(inbox)
         # PTB's limiter keeps us under Telegram's flood limits and waits out 429 RetryAfter.
         self._rate_limiter = rate_limiter or AIORateLimiter(max_retries=5)
-        self._recent = RecentUpdates()
         self._replies: set[asyncio.Task[object]] = set()
+        self._replayed: set[int] = set()  # update ids taken before a restart, answered now
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -60,10 +69,10 @@ class TelegramAdapter:
             .token(token)
             .base_url(self._settings.base_url)
             .rate_limiter(self._rate_limiter)
-            .concurrent_updates(PerChatOrder(self._settings.max_concurrent_updates))
+            .update_queue(self._queue)
+            .concurrent_updates(PerChatOrder(self._settings.max_concurrent_updates, self._inbox))
             .build()
         )
-        application.add_handler(TypeHandler(Update, self._drop_duplicates), group=-1)
         messages = filters.UpdateType.MESSAGE  # edited messages are not answered again
         application.add_handler(
             MessageHandler(messages & (filters.TEXT | filters.CAPTION), self._on_text)
@@ -83,6 +92,7 @@ class TelegramAdapter:
             )
             await app.start()
             try:
+                await self._replay_pending()  # before new updates: each chat keeps its order
                 await self._start_receiving()
                 log.info("telegram bot @%s serving (%s)", app.bot.username, self._settings.mode)
                 await stop.wait()
@@ -111,10 +121,40 @@ class TelegramAdapter:
             allowed_updates=updates,
         )
 
-    async def _drop_duplicates(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
-        if not self._recent.first_time(update.update_id):
-            log.info("update %d delivered again; ignored", update.update_id)
-            raise ApplicationHandlerStop
+    async def _replay_pending(self) -> None:
+        """Queue the updates taken before a restart and never answered, oldest first; too
+        old ones get a short apology instead (replay_within_s)."""
+        bot = self.application.bot
+        replayed = 0
+        for entry in self._inbox.pending(f"{PLATFORM}:"):
+            try:
+                update = Update.de_json(entry.payload, bot)
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("inbox entry %s is not an update (%s); dropped it", entry.key, error)
+                self._inbox.done(entry.key)
+                continue
+            chat = update.effective_chat
+            if chat is not None:  # an interrupted answer's first words: taken back
+                for message_id in entry.sent:
+                    with contextlib.suppress(TelegramError):
+                        await bot.delete_message(chat.id, message_id)
+            if entry.age_s <= self._inbox.replay_within_s:
+                self._replayed.add(update.update_id)
+                self._queue.put_replayed(update)
+                replayed += 1
+                continue
+            message = update.effective_message
+            if (
+                message is not None
+                and entry.age_s <= APOLOGY_WITHIN_S
+                and self._service.expects_answer(to_incoming(message, bot.bot))
+            ):
+                with contextlib.suppress(TelegramError):
+                    await message.reply_text(formatting.RESTARTED, do_quote=True)
+            log.info("update from %.0f s ago was too old to answer now", entry.age_s)
+            self._inbox.done(entry.key)
+        if replayed:
+            log.info("answering %d messages taken before the restart", replayed)
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -126,7 +166,10 @@ class TelegramAdapter:
             thread_id=incoming.thread_id,
             reply_to_message_id=message.message_id,
             private=incoming.is_private,
+            # An answer after a restart quotes its question, even in a private chat.
+            quote=update.update_id in self._replayed,
         )
+        key = update_key(update.update_id)
         renderer = TelegramReplyRenderer(
             context.bot,
             target,
@@ -134,6 +177,7 @@ class TelegramAdapter:
             interval_s=self._settings.edit_interval_s
             if incoming.is_private
             else self._settings.group_edit_interval_s,
+            on_posted=lambda message_id: self._inbox.posted(key, message_id),
         )
         task = asyncio.current_task()
         if task is not None:
@@ -143,6 +187,7 @@ class TelegramAdapter:
         finally:
             if task is not None:
                 self._replies.discard(task)
+        self._replayed.discard(update.update_id)
 
     async def _on_other_private(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Stickers, photos without a caption, voice: in private chats say what works."""

@@ -41,6 +41,7 @@ class ReplyTarget:
     thread_id: int | None  # forum topic
     reply_to_message_id: int | None  # quoted in groups, so the asker sees it is for them
     private: bool
+    quote: bool = False  # quote the question in a private chat too (an answer after a restart)
 
 
 def split_for_telegram(text: str) -> list[str]:
@@ -68,8 +69,10 @@ class TelegramReplyRenderer:
         use_drafts: bool,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_posted: Callable[[int], None] | None = None,
     ) -> None:
         self._bot = bot
+        self._on_posted = on_posted  # told each message id sent, as soon as it is sent
         self._target = target
         self._drafts = use_drafts and target.private
         self._interval = interval_s
@@ -156,14 +159,17 @@ class TelegramReplyRenderer:
                 if self._shown[index] != part or html:
                     await self._edit(index, part, html)
             else:
-                self._messages.append(await self._send(part, html))
+                message = await self._send(part, html)
+                self._messages.append(message)
+                if self._on_posted is not None:
+                    self._on_posted(message.message_id)
             self._shown[index : index + 1] = [part]
 
     async def _send(self, text: str, html: bool) -> Message:
         target = self._target
         reply = (
             ReplyParameters(target.reply_to_message_id, allow_sending_without_reply=True)
-            if target.reply_to_message_id is not None and not target.private
+            if target.reply_to_message_id is not None and (target.quote or not target.private)
             else None
         )
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import weakref
-from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
@@ -13,7 +13,10 @@ from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
 from telegram.ext import BaseUpdateProcessor
 
+from bot.inbox import Inbox
 from bot.messages import IncomingMessage, ReplyContext
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "telegram"
 
@@ -75,41 +78,61 @@ def to_incoming(message: Message, bot: User) -> IncomingMessage:
     )
 
 
-class RecentUpdates:
-    """Remembers the last update ids so a redelivered update is answered once."""
+def update_key(update_id: int) -> str:
+    """An update's key in the inbox journal."""
+    return f"{PLATFORM}:{update_id}"
 
-    def __init__(self, size: int = 10_000) -> None:
-        self._order: deque[int] = deque(maxlen=size)
-        self._seen: set[int] = set()
 
-    def first_time(self, update_id: int) -> bool:
-        """True the first time an id is seen."""
-        if update_id in self._seen:
-            return False
-        if len(self._order) == self._order.maxlen:
-            self._seen.discard(self._order[0])
-        self._order.append(update_id)
-        self._seen.add(update_id)
-        return True
+class JournalingQueue(asyncio.Queue[object]):
+    """PTB's update queue, writing each update to the inbox before it is queued.
+
+    The updater puts an update here before it asks Telegram for the next ones (which tells
+    Telegram this one was received), and the webhook server before it answers 200: so an
+    update Telegram will not send again is always on disk first. An update taken before
+    (a redelivery) is dropped here, so it is answered once.
+    """
+
+    def __init__(self, inbox: Inbox) -> None:
+        super().__init__()
+        self._inbox = inbox
+
+    def put_nowait(self, item: object) -> None:
+        """Journal an update, then queue it (`put` ends here too)."""
+        if isinstance(item, Update):
+            chat = item.effective_chat
+            chat_key = f"{PLATFORM}:{chat.id if chat else 0}"
+            if not self._inbox.receive(update_key(item.update_id), chat_key, item.to_dict()):
+                log.info("update %d delivered again; ignored", item.update_id)
+                return
+        super().put_nowait(item)
+
+    def put_replayed(self, update: Update) -> None:
+        """Queue an update taken before a restart (it is in the journal already)."""
+        super().put_nowait(update)
 
 
 class PerChatOrder(BaseUpdateProcessor):
     """Different chats are served at once; updates of one chat run one after another, in the
     order they arrived, so its replies (and its history) never interleave."""
 
-    def __init__(self, max_concurrent_updates: int) -> None:
+    def __init__(self, max_concurrent_updates: int, inbox: Inbox) -> None:
         super().__init__(max_concurrent_updates)
+        self._inbox = inbox
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        """Run the handlers of one update behind its chat's lock."""
+        """Run the handlers of one update behind its chat's lock; then it is done in the
+        inbox. A cancelled update (a shutdown) stays to do, and is answered after the
+        restart; an update whose handler failed has had its apology and is done."""
         chat = update.effective_chat if isinstance(update, Update) else None
         if chat is None:
             await coroutine
-            return
-        lock = self._locks.setdefault(chat.id, asyncio.Lock())
-        async with lock:
-            await coroutine
+        else:
+            lock = self._locks.setdefault(chat.id, asyncio.Lock())
+            async with lock:
+                await coroutine
+        if isinstance(update, Update):
+            self._inbox.done(update_key(update.update_id))
 
     async def initialize(self) -> None:
         """Nothing to set up."""

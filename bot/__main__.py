@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,8 @@ from bot.logging_setup import configure_logging
 from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
+    from adapters.discord_adapter import DiscordAdapter
+    from adapters.telegram_adapter import TelegramAdapter
     from bot.service import ChatService
     from engine import ProgressCallback
 
@@ -140,12 +142,21 @@ async def _serve(
 ) -> int:
     from adapters.discord_adapter import DiscordAdapter  # noqa: PLC0415
     from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
+    from bot.inbox import Inbox  # noqa: PLC0415
 
-    adapters: list[TelegramAdapter | DiscordAdapter] = []
-    if "telegram" in platforms:
-        adapters.append(TelegramAdapter(service, settings.telegram))
-    if "discord" in platforms:
-        adapters.append(DiscordAdapter(service, settings.discord))
+    # One journal for every platform: what each took, and what each still owes.
+    with closing(Inbox(settings.bot.inbox_dir, settings.bot.replay_within_s)) as inbox:
+        adapters: list[TelegramAdapter | DiscordAdapter] = []
+        if "telegram" in platforms:
+            adapters.append(TelegramAdapter(service, settings.telegram, inbox))
+        if "discord" in platforms:
+            adapters.append(DiscordAdapter(service, settings.discord, inbox))
+        return await _run_adapters(adapters, stop)
+
+
+async def _run_adapters(
+    adapters: list[TelegramAdapter | DiscordAdapter], stop: asyncio.Event
+) -> int:
     try:
         async with asyncio.TaskGroup() as group:  # one platform failing stops the others
             for adapter in adapters:

@@ -56,6 +56,7 @@ class RateLimiter:
         self._burst = float(burst)
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # user -> (tokens, updated at)
+        self._told_until: dict[str, float] = {}  # user -> end of the window they were told of
 
     def acquire(self, user: str) -> float:
         """Take one token: 0.0 if allowed, else the seconds until the next one is available."""
@@ -69,6 +70,15 @@ class RateLimiter:
         self._buckets[user] = (tokens, now)
         return (1.0 - tokens) / self._rate
 
+    def first_refusal(self, user: str, wait_s: float) -> bool:
+        """True for the first refusal of a cooldown window (the user is told to wait
+        `wait_s`); False for the rest of that window, which then go unanswered."""
+        now = self._clock()
+        if now < self._told_until.get(user, float("-inf")):
+            return False
+        self._told_until[user] = now + wait_s
+        return True
+
     def _forget_idle(self, now: float) -> None:
         if len(self._buckets) <= self._MAX_TRACKED:
             return
@@ -76,3 +86,4 @@ class RateLimiter:
         self._buckets = {
             user: state for user, state in self._buckets.items() if now - state[1] < full_after
         }
+        self._told_until = {user: t for user, t in self._told_until.items() if t > now}

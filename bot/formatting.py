@@ -9,6 +9,10 @@ EMPTY_REPLY = "(The model gave an empty answer. Try rephrasing, or send /reset.)
 EMPTY_MESSAGE = "Send me a question in text and I will answer."
 ADMIN_ONLY = "Sorry, /stats is for the bot's admins."
 HISTORY_CLEARED = "Done: I forgot our conversation in this chat."
+RESTARTED = (
+    "Sorry, I was restarted and lost track of this message. "
+    "Please send it again if you still need an answer."
+)
 
 
 def footer(stats: ReplyStats) -> str:

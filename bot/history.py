@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from engine import STORE_ERRORS, ChatTurn, dumps, open_json_store
+from engine import STORE_ERRORS, ChatTurn, dumps, open_json_store, read_row
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +17,15 @@ TokenCounter = Callable[[Sequence[ChatTurn]], int]
 class HistoryStore:
     """Conversation turns (user and assistant, never the system prompt) per conversation key.
 
-    A store that cannot be opened or read is bypassed with a warning: the bot then answers
-    without memory rather than not at all.
+    A damaged store is moved aside and started afresh; one unreadable conversation is
+    dropped, not the store. A store that cannot be opened at all (an unwritable folder) is
+    bypassed with a warning: the bot then answers without memory rather than not at all.
     """
 
     def __init__(self, directory: Path, size_limit_bytes: int) -> None:
         self._store = None
         try:
-            self._store = open_json_store(directory, size_limit_bytes)
+            self._store = open_json_store(directory, size_limit_bytes, "history store")
         except STORE_ERRORS as error:
             log.warning("history store at %s unusable, memory only: %s", directory, error)
         self._memory: dict[str, list[ChatTurn]] = {}
@@ -33,14 +34,8 @@ class HistoryStore:
         """The stored turns of a conversation, oldest first."""
         if self._store is None:
             return list(self._memory.get(key, []))
-        try:
-            raw = self._store.get(key)
-            if raw is None:
-                return []
-            return [ChatTurn(role=t["role"], content=str(t["content"])) for t in json.loads(raw)]
-        except STORE_ERRORS as error:
-            log.warning("history read failed for a chat, starting it fresh: %s", error)
-            return []
+        turns = read_row(self._store, key, _turns, "history store")
+        return turns or []
 
     def save(self, key: str, turns: Sequence[ChatTurn]) -> None:
         """Replace the stored turns of a conversation."""
@@ -67,6 +62,16 @@ class HistoryStore:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _turns(stored: Any) -> list[ChatTurn]:
+    """A stored conversation, checked: a row written by something else is refused."""
+    turns = []
+    for item in stored:
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
+            raise ValueError(f"not a chat turn: {str(item)[:40]!r}")
+        turns.append(ChatTurn(role=item["role"], content=str(item["content"])))
+    return turns
 
 
 def trim_to_budget(

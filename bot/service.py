@@ -51,6 +51,12 @@ def chain_turns(message: IncomingMessage) -> list[ChatTurn]:
     ]
 
 
+def _ours(command: Command | None) -> bool:
+    """A command for this bot: in groups a bare `/help` is for every bot there, another
+    bot's `/weather` is not ours."""
+    return command is not None and command.target is None and command.name in COMMANDS
+
+
 class ChatService:
     """Access, commands, rate limits, history and the engine stream, for any adapter."""
 
@@ -63,6 +69,13 @@ class ChatService:
         # One lock per conversation: its messages are answered in order, its history stays whole.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
+    def expects_answer(self, message: IncomingMessage) -> bool:
+        """Whether the bot would reply to this message at all (rate limits aside): an
+        allowed user, addressing the bot or running one of its commands."""
+        if self._access.check(message) is not Access.ALLOWED:
+            return False
+        return message.addressed_to_bot or _ours(parse_command(normalize_text(message.text)))
+
     async def handle(self, message: IncomingMessage) -> AsyncGenerator[ReplyEvent, None]:
         """Answer one message; yields nothing when the bot should stay silent."""
         access = self._access.check(message)
@@ -70,9 +83,7 @@ class ChatService:
             return
         text = normalize_text(message.text)
         command = parse_command(text)
-        # In groups a bare `/help` is for every bot there; another bot's `/weather` is not ours.
-        ours = command is not None and command.target is None and command.name in COMMANDS
-        if not message.addressed_to_bot and not ours:
+        if not message.addressed_to_bot and not _ours(command):
             return
         if access is Access.NOT_ALLOWED:
             if message.is_private:
@@ -83,9 +94,15 @@ class ChatService:
             return
         if command is not None:  # `/ask question`: how groups address a bot by command
             text = command.args
-        wait = self._limiter.acquire(f"{message.platform}:{message.user_id}")
+        user = f"{message.platform}:{message.user_id}"
+        wait = self._limiter.acquire(user)
         if wait > 0:
-            yield Notice(formatting.slow_down(wait), is_error=True)
+            # One notice per flood: every reply would count against the platform's limits
+            # for the whole bot, and the user knows after the first.
+            if self._limiter.first_refusal(user, wait):
+                yield Notice(formatting.slow_down(wait), is_error=True)
+            else:
+                log.debug("rate limited %s again; no second notice", user)
             return
         if not text:
             yield Notice(formatting.EMPTY_MESSAGE)

@@ -49,12 +49,19 @@ class BotSettings(BaseModel):
     history_token_budget: int = Field(1536, ge=64, description="prompt tokens kept per chat")
     history_dir: Path = Field(default_factory=lambda: default_data_dir() / "history")
     history_size_mb: int = Field(64, ge=1)
+    inbox_dir: Path = Field(
+        default_factory=lambda: default_data_dir() / "inbox",
+        description="journal of messages taken: answered after a crash or restart",
+    )
+    replay_within_s: float = Field(
+        600.0, ge=0.0, description="after a restart, answer messages this young; older: sorry"
+    )
     max_input_tokens: int = Field(1024, ge=1, description="longest single user message")
     rate_limit_per_minute: float = Field(6.0, gt=0, description="messages per user per minute")
     rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
     speed_footer: bool = True
 
-    @field_validator("history_dir")
+    @field_validator("history_dir", "inbox_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from engine.serving.json_store import STORE_ERRORS as STORE_ERRORS
     from engine.serving.json_store import dumps as dumps
     from engine.serving.json_store import open_json_store as open_json_store
+    from engine.serving.json_store import read_row as read_row
     from engine.serving.stats import StatsSnapshot as StatsSnapshot
+    from engine.serving.store_repair import open_or_repair as open_or_repair
 
 # Each public name and the module it lives in.
 _HOMES = {
@@ -54,6 +56,8 @@ _HOMES = {
     "default_data_dir": "engine.config",
     "dumps": "engine.serving.json_store",
     "open_json_store": "engine.serving.json_store",
+    "open_or_repair": "engine.serving.store_repair",
+    "read_row": "engine.serving.json_store",
     "quiet_libraries": "engine.loading.transformers_backend",
 }
 __all__ = [
@@ -73,7 +77,9 @@ __all__ = [
     "default_data_dir",
     "dumps",
     "open_json_store",
+    "open_or_repair",
     "quiet_libraries",
+    "read_row",
 ]
 
 

@@ -8,13 +8,17 @@ and JSON text values, refuse to write anything else, and refuse to read pickled 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
 from diskcache.core import MODE_PICKLE
+
+from engine.serving.store_repair import open_or_repair
 
 
 class PickleRefused(ValueError):
@@ -31,6 +35,31 @@ STORE_ERRORS: tuple[type[Exception], ...] = (
     KeyError,
     diskcache.Timeout,
 )
+
+
+# A row that is there but cannot be understood: pickled, not JSON, or not the shape we wrote.
+ROW_ERRORS: tuple[type[Exception], ...] = (ValueError, KeyError, TypeError)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def read_row(store: diskcache.Cache, key: str, parse: Callable[[Any], T], what: str) -> T | None:
+    """parse(the JSON stored under key), or None: on a miss, on a store error (logged), and
+    for an unreadable row, which is deleted (logged) so that one bad row costs one entry."""
+    try:
+        raw = store.get(key)
+        return None if raw is None else parse(json.loads(raw))
+    except ROW_ERRORS as error:  # before STORE_ERRORS: these are ValueErrors too
+        log.warning("an unreadable entry in the %s was dropped: %s", what, error)
+        try:
+            store.delete(key)
+        except STORE_ERRORS as failure:
+            log.warning("could not drop it: %s", failure)
+        return None
+    except STORE_ERRORS as error:
+        log.warning("%s read failed, treated as a miss: %s", what, error)
+        return None
 
 
 class JsonOnlyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -68,17 +97,37 @@ def private_directory(path: Path) -> Path:
     return path
 
 
-def open_json_store(directory: Path, size_limit_bytes: int) -> diskcache.Cache:
-    """Open (or create) a least-recently-used store of JSON text in a 0700 directory."""
-    private_directory(directory)
-    return diskcache.Cache(
-        str(directory),
-        disk=JsonOnlyDisk,
-        size_limit=size_limit_bytes,
-        eviction_policy="least-recently-used",
-        # Bounded waits on a locked database: a busy store is bypassed, not waited on.
-        timeout=2,
-    )
+def open_json_store(directory: Path, size_limit_bytes: int, what: str) -> diskcache.Cache:
+    """Open (or create) a least-recently-used store of JSON text in a 0700 directory; a
+    damaged one (`what` names it in the log) is moved aside and a fresh one started."""
+
+    def open_checked() -> diskcache.Cache:
+        private_directory(directory)
+        store = diskcache.Cache(
+            str(directory),
+            disk=JsonOnlyDisk,
+            size_limit=size_limit_bytes,
+            eviction_policy="least-recently-used",
+            # Bounded waits on a locked database: a busy store is bypassed, not waited on.
+            timeout=2,
+        )
+        try:
+            _check(store)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    return open_or_repair(directory, what, open_checked)
+
+
+def _check(store: diskcache.Cache) -> None:
+    """Read the store once the way it will be read: a truncated page or a table of another
+    schema fails here, at start-up, not on a user's first message."""
+    problems = [row[0] for row in store._sql("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(f"integrity check: {'; '.join(problems[:3])}")
+    store.get("\x00probe")  # the Cache table's columns, as diskcache queries them
 
 
 def dumps(value: Any) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import diskcache
 
-from engine.serving.json_store import STORE_ERRORS, dumps, open_json_store
+from engine.serving.json_store import STORE_ERRORS, dumps, open_json_store, read_row
 from engine.text.prompt import template_version
 
 if TYPE_CHECKING:
@@ -61,6 +60,15 @@ class CachedReply:
     created_at: float
 
 
+def _reply(data: Any) -> CachedReply:
+    return CachedReply(
+        text=str(data["text"]),
+        prompt_tokens=int(data["prompt_tokens"]),
+        generated_tokens=int(data["generated_tokens"]),
+        created_at=float(data["created_at"]),
+    )
+
+
 class ResponseCache:
     """diskcache-backed, JSON only, size-limited with least-recently-used eviction."""
 
@@ -68,7 +76,7 @@ class ResponseCache:
         self.directory = directory
         self._store: diskcache.Cache | None = None
         try:
-            self._store = open_json_store(directory, size_limit_bytes)
+            self._store = open_json_store(directory, size_limit_bytes, "reply cache")
         except STORE_ERRORS as error:
             log.warning("response cache at %s unusable, running without it: %s", directory, error)
 
@@ -81,20 +89,7 @@ class ResponseCache:
         """The cached reply for key, or None on a miss or any store error."""
         if self._store is None:
             return None
-        try:
-            raw = self._store.get(key)
-            if raw is None:
-                return None
-            data = json.loads(raw)
-            return CachedReply(
-                text=str(data["text"]),
-                prompt_tokens=int(data["prompt_tokens"]),
-                generated_tokens=int(data["generated_tokens"]),
-                created_at=float(data["created_at"]),
-            )
-        except STORE_ERRORS as error:
-            log.warning("response cache read failed, treating as a miss: %s", error)
-            return None
+        return read_row(self._store, key, _reply, "reply cache")
 
     def put(self, key: str, text: str, prompt_tokens: int, generated_tokens: int) -> None:
         """Store a reply; failures are logged and otherwise ignored."""

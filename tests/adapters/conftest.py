@@ -51,11 +51,13 @@ async def start_bot(
     """Start a Telegram bot on the tiny engine; bot_* and telegram settings per test."""
     from adapters.telegram_adapter import TelegramAdapter
     from bot.history import HistoryStore
+    from bot.inbox import Inbox
     from bot.service import ChatService
     from bot.settings import BotSettings, TelegramSettings
 
     running: list[RunningBot] = []
     stores: list[HistoryStore] = []
+    inboxes: list[Inbox] = []
 
     async def start(
         bot: dict[str, Any] | None = None, use_engine: Engine | None = None, **telegram: Any
@@ -63,6 +65,9 @@ async def start_bot(
         bot_settings = BotSettings(history_dir=tmp_path / "history", **(bot or {}))
         store = HistoryStore(bot_settings.history_dir, 1 << 20)
         stores.append(store)
+        # A restart in a test is a new adapter on the same state folder: same inbox path.
+        inbox = Inbox(tmp_path / "inbox", bot_settings.replay_within_s)
+        inboxes.append(inbox)
         service = ChatService(use_engine or engine, bot_settings, store)
         settings = TelegramSettings(
             token=TOKEN,
@@ -71,7 +76,7 @@ async def start_bot(
             group_edit_interval_s=0.05,
             **telegram,
         )
-        adapter = TelegramAdapter(service, settings)
+        adapter = TelegramAdapter(service, settings, inbox)
         stop = asyncio.Event()
         bot_run = RunningBot(adapter, stop, asyncio.create_task(adapter.run(stop)))
         running.append(bot_run)
@@ -86,3 +91,5 @@ async def start_bot(
             await bot_run.shutdown()
     for store in stores:
         store.close()
+    for inbox in inboxes:
+        inbox.close()

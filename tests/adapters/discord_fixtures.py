@@ -51,12 +51,14 @@ async def start_discord(
     """Start the Discord bot on the tiny engine; bot_* and discord settings per test."""
     from adapters.discord_adapter import DiscordAdapter
     from bot.history import HistoryStore
+    from bot.inbox import Inbox
     from bot.service import ChatService
     from bot.settings import BotSettings, DiscordSettings
     from tests.support.fake_discord import GUILD_ID
 
     running: list[RunningDiscord] = []
     stores: list[HistoryStore] = []
+    inboxes: list[Inbox] = []
 
     async def start(
         bot: dict[str, Any] | None = None, use_engine: Engine | None = None, **discord: Any
@@ -64,11 +66,14 @@ async def start_discord(
         bot_settings = BotSettings(history_dir=tmp_path / "history", **(bot or {}))
         store = HistoryStore(bot_settings.history_dir, 1 << 20)
         stores.append(store)
+        # A restart in a test is a new adapter on the same state folder: same inbox path.
+        inbox = Inbox(tmp_path / "inbox", bot_settings.replay_within_s)
+        inboxes.append(inbox)
         service = ChatService(use_engine or engine, bot_settings, store)
         settings = DiscordSettings(
             **{"token": TOKEN, "guild_id": GUILD_ID, "edit_interval_s": 0.05, **discord}
         )
-        adapter = DiscordAdapter(service, settings, guild_ready_timeout=0.2)
+        adapter = DiscordAdapter(service, settings, inbox, guild_ready_timeout=0.2)
         stop = asyncio.Event()
         run = RunningDiscord(adapter, stop, asyncio.create_task(adapter.run(stop)))
         running.append(run)
@@ -84,3 +89,5 @@ async def start_discord(
             await run.shutdown()
     for store in stores:
         store.close()
+    for inbox in inboxes:
+        inbox.close()

@@ -6,7 +6,7 @@ from typing import Any
 
 from telegram import Message, User
 
-from adapters.telegram_updates import RecentUpdates, to_incoming
+from adapters.telegram_updates import to_incoming
 from tests.support.fake_telegram import BOT_USER
 
 BOT = User(BOT_USER["id"], BOT_USER["first_name"], True, username=BOT_USER["username"])
@@ -87,11 +87,3 @@ def test_replies_and_topics() -> None:
     )
     assert in_topic.thread_id == 9 and in_topic.reply_to is None
     assert in_topic.conversation_key != to_bot.conversation_key
-
-
-def test_recent_updates_forget_the_oldest() -> None:
-    recent = RecentUpdates(size=2)
-    assert recent.first_time(1) and recent.first_time(2)
-    assert not recent.first_time(1)
-    assert recent.first_time(3)  # pushes 1 out
-    assert recent.first_time(1)

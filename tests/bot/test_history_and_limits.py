@@ -78,6 +78,49 @@ def test_rate_limiter_allows_a_burst_then_refills() -> None:
     assert limiter.acquire("u") == 0.0
 
 
+def test_one_notice_per_cooldown_window() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_minute=6, burst=1, clock=lambda: now[0])
+    assert limiter.acquire("u") == 0.0
+    wait = limiter.acquire("u")
+    assert limiter.first_refusal("u", wait)  # told once...
+    now[0] = 5.0
+    assert not limiter.first_refusal("u", limiter.acquire("u"))  # ...not again in the window
+    assert limiter.first_refusal("other", 10.0)  # another user is told on their own
+    now[0] = 10.5  # the window is over: a token is back
+    assert limiter.acquire("u") == 0.0
+    now[0] = 11.0
+    assert limiter.first_refusal("u", limiter.acquire("u"))  # a new flood, a new notice
+
+
+def test_a_garbage_history_store_is_moved_aside_and_remembers_again(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h", 1 << 20)
+    store.save("chat", [ChatTurn("user", "hi"), ChatTurn("assistant", "hello")])
+    store.close()
+    (tmp_path / "h" / "cache.db").write_bytes(b"not a database, a disk fault" * 300)
+    repaired = HistoryStore(tmp_path / "h", 1 << 20)
+    assert repaired.load("chat") == []  # the damaged store's history is lost...
+    repaired.save("chat", [ChatTurn("user", "again"), ChatTurn("assistant", "yes")])
+    repaired.close()
+    reopened = HistoryStore(tmp_path / "h", 1 << 20)
+    assert [t.content for t in reopened.load("chat")] == ["again", "yes"]  # ...not the future
+    reopened.close()
+    assert len(list(tmp_path.glob("h.damaged-*"))) == 1
+
+
+def test_an_unreadable_conversation_is_dropped_not_the_store(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h", 1 << 20)
+    store.save("bad", [ChatTurn("user", "hi")])
+    store.save("good", [ChatTurn("user", "still here")])
+    with sqlite3.connect(tmp_path / "h" / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = '[{\"role\": 7}]' WHERE key = 'bad'")
+    assert store.load("bad") == []
+    assert [t.content for t in store.load("good")] == ["still here"]
+    with sqlite3.connect(tmp_path / "h" / "cache.db") as db:
+        assert db.execute("SELECT count(*) FROM Cache WHERE key = 'bad'").fetchone() == (0,)
+    store.close()
+
+
 def test_command_parsing() -> None:
     assert parse_command("/help") is not None
     cmd = parse_command("/stats@qwen_bot now please")

@@ -29,6 +29,7 @@ class Call:
     params: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     ok: bool = True  # False when the fake answered with an injected error
+    result: Any = None  # what the fake answered (a sent message, say)
 
     def __getitem__(self, key: str) -> Any:
         return self.params[key]
@@ -178,6 +179,7 @@ class FakeBotAPI:
                 return self._error(failure)
         handler = getattr(self, f"_api_{method}", None)
         result = await handler(params) if handler else True
+        call.result = result
         return web.json_response({"ok": True, "result": result})
 
     @staticmethod

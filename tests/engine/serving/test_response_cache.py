@@ -129,7 +129,7 @@ def test_tampered_pickle_row_is_refused_and_never_executed(
     cache.close()
 
 
-async def test_corrupt_cache_database_is_bypassed(
+async def test_a_corrupt_cache_database_is_moved_aside_and_caching_goes_on(
     engine_settings: EngineSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine_settings.cache_dir.mkdir(parents=True)
@@ -141,14 +141,16 @@ async def test_corrupt_cache_database_is_bypassed(
         second = await engine.generate(request("Hello"))
     finally:
         await engine.close()
-    assert first.text == second.text and not second.stats.cache_hit
-    assert any("response cache" in r.getMessage() for r in caplog.records)
+    assert first.text == second.text and second.stats.cache_hit
+    warnings = [r.getMessage() for r in caplog.records if "was damaged" in r.getMessage()]
+    assert len(warnings) == 1 and "reply cache" in warnings[0]
+    assert list(engine_settings.cache_dir.parent.glob("responses.damaged-*"))
 
 
 def test_non_text_values_are_refused_on_write(tmp_path: Path) -> None:
     from engine.serving.json_store import open_json_store
 
-    store = open_json_store(tmp_path / "s", 1 << 20)
+    store = open_json_store(tmp_path / "s", 1 << 20, "test store")
     with pytest.raises(TypeError):
         store.set("k", {"a": 1})
     with pytest.raises(TypeError):
