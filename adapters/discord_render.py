@@ -17,6 +17,7 @@ from typing import Any
 
 import discord
 
+from bot import formatting
 from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message
 
@@ -76,7 +77,7 @@ class DiscordReplyRenderer:
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
-            await self._sync([f"⏳ queued, {event.ahead} ahead"])
+            await self._sync([formatting.queued(event.ahead, event.wait_s)])
         elif isinstance(event, ReplyText):
             self._text += event.text
             if self._clock() - self._last_update >= self._interval:

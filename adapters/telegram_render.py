@@ -22,6 +22,7 @@ from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.telegram_format import markdown_to_html
+from bot import formatting
 from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message, utf16_length
 
@@ -99,7 +100,7 @@ class TelegramReplyRenderer:
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
-            await self._status(f"⏳ queued, {event.ahead} ahead")
+            await self._status(formatting.queued(event.ahead, event.wait_s))
         elif isinstance(event, ReplyText):
             self._text_started.set()
             self._text += event.text

@@ -28,6 +28,20 @@ def footer(stats: ReplyStats) -> str:
     return " · ".join(parts)
 
 
+def queued(ahead: int, wait_s: float) -> str:
+    """Where a waiting reply stands, e.g. `⏳ queued, 3 ahead · about 20 s`."""
+    text = f"⏳ queued, {ahead} ahead"
+    if wait_s >= 1:
+        text += f" · about {_rough_duration(wait_s)}"
+    return text
+
+
+def _rough_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds / 5) * 5)} s" if seconds >= 10 else f"{round(seconds)} s"
+    return f"{round(seconds / 60)} min"
+
+
 def slow_down(wait_s: float) -> str:
     """The rate-limit reply."""
     return f"You're sending messages quickly — please wait {max(1, round(wait_s))} s and try again."
@@ -49,7 +63,10 @@ def error_text(error: EngineError) -> str:
             "Send /reset to start fresh."
         )
     return {
-        "overloaded": "I'm busy answering other people right now. Please try again in a minute.",
+        "overloaded": (
+            "So many people are asking right now that yours would wait too long. "
+            "Please try again in a few minutes."
+        ),
         "too_many_queued": "I'm still on your earlier messages. Please wait for those answers.",
         "not_ready": "I'm still starting up. Please try again in a moment.",
         "generation_failed": "Sorry, something went wrong while I was answering. Please try again.",

@@ -49,9 +49,11 @@ class IncomingMessage:
 
 @dataclass(frozen=True)
 class QueuePosition:
-    """The reply waits behind `ahead` others; adapters show it until text arrives."""
+    """The reply waits behind `ahead` others, for about `wait_s` seconds; adapters show it
+    until text arrives."""
 
     ahead: int
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class ChatService:
                 async with aclosing(self._engine.stream(request)) as events:
                     async for event in events:
                         if isinstance(event, Queued):
-                            yield QueuePosition(event.ahead)
+                            yield QueuePosition(event.ahead, event.wait_s)
                         elif isinstance(event, TokenText):
                             yield ReplyText(event.text)
                         elif isinstance(event, Finished):

@@ -58,7 +58,12 @@ class EngineSettings(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0)
     enable_thinking: bool = False
-    queue_size: int = Field(8, ge=1, le=10000, description="requests waiting before Overloaded")
+    queue_size: int = Field(
+        256, ge=1, le=10000, description="requests waiting at most, whatever the wait"
+    )
+    max_wait_s: float = Field(
+        120.0, gt=0, description="refuse a request only when it would wait longer than this"
+    )
     max_queued_per_user: int = Field(
         2, ge=1, le=10000, description="requests one user may have waiting (fairness)"
     )

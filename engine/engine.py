@@ -255,12 +255,12 @@ class Engine:
         result: Finished | None = None
         try:
             try:
-                ahead = self._worker.submit(job)
+                place = self._worker.submit(job)
             except EngineError as error:
                 self.stats.record_error(error.kind)
                 raise
-            if ahead:
-                yield Queued(ahead)
+            if place.ahead:
+                yield place
             while result is None:
                 event = await inbox.get()
                 if isinstance(event, Failed):

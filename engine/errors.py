@@ -10,13 +10,15 @@ class EngineError(Exception):
 
 
 class Overloaded(EngineError):
-    """The request queue is full; the request was refused at once."""
+    """The work ahead would keep this request waiting too long; refused at once."""
 
     kind = "overloaded"
 
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"the engine queue is full ({queued} requests waiting)")
+    def __init__(self, queued: int, wait_s: float | None = None) -> None:
+        why = f"about {wait_s:.0f} s of work ahead" if wait_s is not None else "queue full"
+        super().__init__(f"the engine is overloaded ({queued} requests waiting, {why})")
         self.queued = queued
+        self.wait_s = wait_s
 
 
 class TooManyQueued(EngineError):

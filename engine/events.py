@@ -47,9 +47,10 @@ class ReplyStats:
 
 @dataclass(frozen=True)
 class Queued:
-    """The request waits; `ahead` requests will run before it."""
+    """The request waits; `ahead` requests will run before it, for about `wait_s` seconds."""
 
     ahead: int
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True)

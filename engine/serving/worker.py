@@ -18,6 +18,7 @@ from engine.config import EngineSettings
 from engine.errors import EngineError, GenerationFailed, Overloaded, TooManyQueued
 from engine.events import FinishReason, Queued
 from engine.loading.bootstrap import LoadedModel
+from engine.serving.admission import Rates, expected_waits
 from engine.serving.model_runner import ModelRunner
 from engine.serving.prefix_cache import PrefixCache
 from engine.serving.reply_output import Job, ReplyOutput
@@ -43,7 +44,9 @@ class Failed:
 class WorkerLimits:
     """How much the worker takes on."""
 
-    queue_size: int  # waiting requests before Overloaded
+    queue_size: int  # waiting requests before Overloaded, whatever the wait (a memory guard)
+    max_wait_s: float  # the longest expected wait a new request is queued for
+    max_new_tokens: int  # the usual reply limit (the first guess of a reply's length)
     per_owner: int  # waiting requests of one user before TooManyQueued
     max_batch: int  # sequences decoding together
     prefill_tokens: int  # prompt tokens read per step (a long prompt is read in chunks)
@@ -54,6 +57,8 @@ class WorkerLimits:
         """The limits the engine's settings set."""
         return cls(
             queue_size=settings.queue_size,
+            max_wait_s=settings.max_wait_s,
+            max_new_tokens=settings.max_new_tokens,
             per_owner=settings.max_queued_per_user,
             max_batch=settings.max_batch,
             prefill_tokens=settings.prefill_chunk_tokens,
@@ -71,6 +76,7 @@ class Worker:
         self._stats = stats
         self._prefix_cache = prefix_cache
         self._scheduler = Scheduler(limits.max_batch, limits.prefill_tokens)
+        self._rates = Rates(limits.max_new_tokens)
         self._sequences: dict[Job, Sequence] = {}
         self._told: dict[Sequence, int] = {}  # the queue position each waiting job was told
         self._closed = False
@@ -94,9 +100,10 @@ class Worker:
         with self._condition:
             return bool(self._sequences)
 
-    def submit(self, job: Job) -> int:
-        """Queue a job; returns how many start before it (0: it joins at the next step).
-        Raises Overloaded when the queue is full, TooManyQueued when its user's share is."""
+    def submit(self, job: Job) -> Queued:
+        """Queue a job; returns its place (ahead 0: it joins at the next step). Raises
+        Overloaded when the work ahead would make it wait longer than max_wait_s (or the
+        queue is at its size limit), TooManyQueued when its user's share is taken."""
         with self._condition:
             if self._closed or self._bundle is None:
                 raise GenerationFailed("the engine is shutting down")
@@ -110,13 +117,17 @@ class Worker:
             sequence = Sequence(job, output)
             if scheduler.queued_by(sequence.owner) >= self._limits.per_owner:
                 raise TooManyQueued(self._limits.per_owner)
-            self._sequences[job] = sequence
             scheduler.add(sequence)
             ahead = scheduler.positions()[sequence]
+            wait = self._waits().get(sequence, 0.0)
+            if ahead and wait > self._limits.max_wait_s:
+                scheduler.withdraw(sequence)
+                raise Overloaded(queued, wait)
+            self._sequences[job] = sequence
             self._told[sequence] = ahead
             self._announce_positions()
             self._condition.notify()
-        return ahead
+        return Queued(ahead, wait)
 
     def withdraw(self, job: Job) -> None:
         """Cancel a job: dropped if still queued, stopped at the next step if running."""
@@ -148,14 +159,23 @@ class Worker:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def _waits(self) -> dict[Sequence, float]:
+        """Each waiting sequence's expected wait in seconds (caller holds the lock)."""
+        scheduler = self._scheduler
+        order = scheduler.admission_order()
+        return expected_waits(scheduler.running, order, scheduler.max_batch, self._rates)
+
     def _announce_positions(self) -> None:
         """Tell every waiting job whose place changed where it stands (caller holds the lock)."""
         positions = self._scheduler.positions()
         self._stats.set_queue_depth(sum(1 for ahead in positions.values() if ahead > 0))
-        for sequence, ahead in positions.items():
-            if self._told.get(sequence) != ahead:
-                self._told[sequence] = ahead
-                sequence.job.emit(Queued(ahead=ahead))
+        changed = [s for s, ahead in positions.items() if self._told.get(s) != ahead]
+        if not changed:
+            return
+        waits = self._waits()
+        for sequence in changed:
+            self._told[sequence] = positions[sequence]
+            sequence.job.emit(Queued(positions[sequence], waits.get(sequence, 0.0)))
 
     def _run(self, load: Callable[[], LoadedModel], ready: Future[LoadedModel]) -> None:
         try:
@@ -221,8 +241,11 @@ class Worker:
         """Read this step's prompt chunks, then decode one token for every decoding sequence."""
         assert self._runner is not None
         if plan.prefill:
+            started = time.perf_counter()
             try:
                 sampled = self._runner.prefill(plan.prefill)
+                read = sum(count for _, count in plan.prefill)
+                self._rates.record_prefill(read, time.perf_counter() - started)
             except Exception as error:  # the chunks' sequences fail, the batch goes on
                 log.exception("reading a prompt failed")
                 self._fail([sequence for sequence, _ in plan.prefill], error)
@@ -232,8 +255,10 @@ class Worker:
                 self._accept(sequence, token)
         decoding = [s for s in plan.decode if s.phase is Phase.DECODE]
         if decoding:
+            started = time.perf_counter()
             try:
                 tokens = self._runner.decode(decoding)
+                self._rates.record_step(time.perf_counter() - started)
             except Exception as error:  # the batch fails together: no way to tell whose
                 log.exception("a decode step failed")
                 self._fail(decoding, error)
@@ -254,6 +279,8 @@ class Worker:
             self._scheduler.finish(sequence)
             self._sequences.pop(sequence.job, None)
         self._runner.release(sequence)  # kept before the caller hears the reply is done
+        if reason is None:  # a reply that ended by itself: its length teaches the estimate
+            self._rates.record_reply(len(sequence.generated))
         sequence.output.close(reason)
 
     def _fail(self, sequences: list[Sequence], error: Exception) -> None:

@@ -259,7 +259,7 @@ async def test_queue_position_then_a_polite_refusal_when_full(
         refused = await fake_discord.wait_for(
             lambda: fake_discord.bot_messages(int(dm["channel_id"]))
         )
-        assert "busy" in refused[0]["content"]
+        assert "wait too long" in refused[0]["content"]
         await fake_discord.wait_for(
             lambda: finals(fake_discord) and finals(fake_discord, THREAD_ID), 60
         )

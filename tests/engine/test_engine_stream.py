@@ -89,7 +89,7 @@ async def test_full_queue_refuses_at_once(engine_settings: EngineSettings) -> No
     try:
         assert isinstance(await anext(first), Started)  # running, so the queue is empty again
         second = engine.stream(request("second", max_new_tokens=3000))
-        assert await anext(second) == Queued(ahead=1)
+        assert (await anext(second)).ahead == 1  # type: ignore[union-attr]
         with pytest.raises(Overloaded):
             await collect(engine, request("third"))
         assert engine.snapshot().errors == {"overloaded": 1}
@@ -99,6 +99,34 @@ async def test_full_queue_refuses_at_once(engine_settings: EngineSettings) -> No
         await engine.close()
 
 
+async def test_a_request_is_refused_only_when_its_wait_would_be_too_long(
+    engine_settings: EngineSettings,
+) -> None:
+    # One reply at a time; the queue may hold 256, so only the expected wait can refuse.
+    patient = Engine(engine_settings.model_copy(update={"max_batch": 1}))
+    hasty = Engine(engine_settings.model_copy(update={"max_batch": 1, "max_wait_s": 1e-6}))
+    for engine in (patient, hasty):
+        await engine.start()
+        first = engine.stream(request("first", max_new_tokens=3000))
+        try:
+            assert isinstance(await anext(first), Started)
+            if engine is patient:
+                waiting = [engine.stream(request(f"q{n}", max_new_tokens=5)) for n in range(12)]
+                places = [await anext(stream) for stream in waiting]
+                assert [p.ahead for p in places] == list(range(1, 13))  # type: ignore[union-attr]
+                waits = [p.wait_s for p in places]  # type: ignore[union-attr]
+                assert all(wait > 0 for wait in waits)  # each told how long, roughly
+                for stream in waiting:
+                    await stream.aclose()
+            else:
+                with pytest.raises(Overloaded) as refused:
+                    await collect(engine, request("second"))
+                assert refused.value.wait_s is not None and refused.value.wait_s > 1e-6
+        finally:
+            await first.aclose()
+            await engine.close()
+
+
 async def test_queued_request_hears_its_position_move(engine_settings: EngineSettings) -> None:
     engine = Engine(engine_settings.model_copy(update={"queue_size": 4, "max_batch": 1}))
     await engine.start()
@@ -106,12 +134,12 @@ async def test_queued_request_hears_its_position_move(engine_settings: EngineSet
     try:
         assert isinstance(await anext(running), Started)
         waiting_b = engine.stream(request("two", max_new_tokens=5))
-        assert await anext(waiting_b) == Queued(ahead=1)
+        assert (await anext(waiting_b)).ahead == 1  # type: ignore[union-attr]
         waiting_c = engine.stream(request("three", max_new_tokens=5))
-        assert await anext(waiting_c) == Queued(ahead=2)
+        assert (await anext(waiting_c)).ahead == 2  # type: ignore[union-attr]
         await collect_rest(running)
         events_c = [event async for event in waiting_c]
-        assert Queued(ahead=1) in events_c  # moved up when "one" finished
+        assert 1 in [e.ahead for e in events_c if isinstance(e, Queued)]  # moved up after "one"
         assert isinstance(events_c[-1], Finished)
         await collect_rest(waiting_b)
     finally:

@@ -139,6 +139,6 @@ async def test_one_user_flooding_waits_behind_other_users(batch_settings: Engine
     finally:
         await engine.close()
     # The other user's request went ahead of the flooder's queue: told 1 ahead, then first.
-    assert Queued(ahead=1) in other_events
+    assert 1 in [event.ahead for event in other_events if isinstance(event, Queued)]
     assert finished_order == ["other", "flood0", "flood1"]
     assert engine.snapshot().errors == {"too_many_queued": 1, "cancelled": 1}
