@@ -10,7 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from bot.messages import IncomingMessage, Notice, QueuePosition, ReplyDone, ReplyText
+from bot import formatting
+from bot.messages import IncomingMessage, Notice, QueuePosition, Reading, ReplyDone, ReplyText
 from bot.service import ChatService
 
 PROMPT = "› "
@@ -45,6 +46,8 @@ class ConsoleChat:
         async for event in self._service.handle(message):
             if isinstance(event, QueuePosition):
                 self._note(f"(queued, {event.ahead} ahead)")
+            elif isinstance(event, Reading):
+                self._note(f"({formatting.reading(event.tokens)})")
             elif isinstance(event, ReplyText):
                 streamed += event.text
                 self._write(event.text)

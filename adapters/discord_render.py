@@ -18,7 +18,7 @@ from typing import Any
 import discord
 
 from bot import formatting
-from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
+from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class DiscordReplyRenderer:
             try:
                 async with contextlib.aclosing(events):
                     async for event in events:
-                        if not isinstance(event, QueuePosition):
+                        if not isinstance(event, QueuePosition | Reading):
                             await typing.aclose()  # text (or a notice) is here
                         await self._show(event)
             except asyncio.CancelledError:
@@ -78,6 +78,8 @@ class DiscordReplyRenderer:
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
             await self._sync([formatting.queued(event.ahead, event.wait_s)])
+        elif isinstance(event, Reading):
+            await self._sync([formatting.reading(event.tokens)])
         elif isinstance(event, ReplyText):
             self._text += event.text
             if self._clock() - self._last_update >= self._interval:

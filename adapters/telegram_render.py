@@ -23,7 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.telegram_format import markdown_to_html
 from bot import formatting
-from bot.messages import Notice, QueuePosition, ReplyDone, ReplyEvent, ReplyText
+from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message, utf16_length
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class TelegramReplyRenderer:
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
             await self._status(formatting.queued(event.ahead, event.wait_s))
+        elif isinstance(event, Reading):
+            await self._status(formatting.reading(event.tokens))
         elif isinstance(event, ReplyText):
             self._text_started.set()
             self._text += event.text

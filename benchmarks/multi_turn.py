@@ -3,10 +3,11 @@
     python benchmarks/multi_turn.py --arch qwen3-0.6b --random-weights
 
 A conversation of --turns turns (the bot's system prompt, ~110-token user messages,
-128-token answers, history sent back each turn as the chat service does), run --runs times
-with kept state (the default) and as many times with ENGINE__PREFIX_CACHE_MB=0. Reported
-per turn: prompt tokens, tokens reused, median TTFT (submission to first token) both ways;
-and turn N's TTFT over turn 1's. Never part of the test run.
+128-token answers, history sent back each turn and trimmed to --history-budget exactly as
+the chat service does), run --runs times with kept state (the default) and as many times
+with ENGINE__PREFIX_CACHE_MB=0 (unless --no-baseline). Reported per turn: prompt tokens,
+tokens reused, whether the history was trimmed, median TTFT (submission to first token)
+both ways; and turn N's TTFT over turn 1's. Never part of the test run.
 """
 
 from __future__ import annotations
@@ -69,15 +70,19 @@ async def conversations(model: str, args: argparse.Namespace, keep_mb: int) -> l
 
 async def conversation(engine: Any, args: argparse.Namespace, chat: str) -> list[dict[str, Any]]:
     """One conversation of args.turns turns; one row per turn."""
+    from bot.history import trim_to_budget
     from bot.settings import DEFAULT_SYSTEM_PROMPT
     from engine.events import ChatTurn, GenerationRequest
 
+    system = ChatTurn("system", DEFAULT_SYSTEM_PROMPT)
     history: list[ChatTurn] = []
     rows = []
     for turn in range(args.turns):
         user = ChatTurn("user", user_message(turn, args.user_tokens, engine.count_tokens))
+        kept = trim_to_budget(system, history, user, engine.count_tokens, args.history_budget)
+        trimmed, history = len(kept) < len(history), kept
         request = GenerationRequest(
-            (ChatTurn("system", DEFAULT_SYSTEM_PROMPT), *history, user),
+            (system, *history, user),
             max_new_tokens=args.answer_tokens,
             ignore_stop=True,
             owner="user",
@@ -90,6 +95,7 @@ async def conversation(engine: Any, args: argparse.Namespace, chat: str) -> list
                 "turn": turn + 1,
                 "prompt_tokens": stats.prompt_tokens,
                 "reused_tokens": stats.reused_tokens,
+                "trimmed": trimmed,
                 "ttft_s": stats.queue_wait_s + stats.ttft_s,
             }
         )
@@ -106,7 +112,11 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--user-tokens", type=int, default=110)
     parser.add_argument("--answer-tokens", type=int, default=128)
-    parser.add_argument("--keep-mb", type=int, default=512, help="the kept-state budget")
+    parser.add_argument("--keep-mb", type=int, default=1024, help="the kept-state budget")
+    parser.add_argument(
+        "--history-budget", type=int, help="BOT__HISTORY_TOKEN_BUDGET (default: the bot's)"
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the runs without state")
     parser.add_argument("--runs", type=int, default=3, help="conversations; medians reported")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "multi_turn.json"
@@ -116,23 +126,33 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if args.history_budget is None:
+        from bot.settings import BotSettings
+
+        args.history_budget = BotSettings().history_token_budget
     model = chosen_model(parser, args)
     kept = asyncio.run(conversations(model, args, args.keep_mb))
-    fresh = asyncio.run(conversations(model, args, 0))
-    table = Table(title=f"{args.turns}-turn chat, TTFT per turn with and without kept state")
-    for column in ("turn", "prompt tokens", "reused", "TTFT kept", "TTFT without", "kept / turn 1"):
+    fresh = None if args.no_baseline else asyncio.run(conversations(model, args, 0))
+    table = Table(
+        title=f"{args.turns}-turn chat (history budget {args.history_budget}), TTFT per turn"
+    )
+    columns = ["turn", "prompt tokens", "reused", "trimmed", "TTFT kept", "kept / turn 1"]
+    for column in columns + ([] if fresh is None else ["TTFT without"]):
         table.add_column(column)
-    for with_state, without in zip(kept, fresh, strict=True):
-        table.add_row(
+    for index, with_state in enumerate(kept):
+        row = [
             str(with_state["turn"]),
             str(with_state["prompt_tokens"]),
             str(with_state["reused_tokens"]),
+            "yes" if with_state["trimmed"] else "",
             f"{with_state['ttft_s']:.2f} s",
-            f"{without['ttft_s']:.2f} s",
             f"{with_state['ttft_s'] / kept[0]['ttft_s']:.2f}x",
-        )
+        ]
+        if fresh is not None:
+            row.append(f"{fresh[index]['ttft_s']:.2f} s")
+        table.add_row(*row)
     Console().print(table)
-    save_json(args.json, {"kept": kept, "without": fresh})
+    save_json(args.json, {"history_budget": args.history_budget, "kept": kept, "without": fresh})
     return 0
 
 

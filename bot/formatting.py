@@ -47,11 +47,19 @@ def slow_down(wait_s: float) -> str:
     return f"You're sending messages quickly — please wait {max(1, round(wait_s))} s and try again."
 
 
-def input_too_long(tokens: int, limit: int) -> str:
-    """The reply to a message over the input limit (never silently truncated)."""
+def reading(tokens: int) -> str:
+    """Shown while a long message is read, before the answer starts."""
+    return f"📖 reading your text ({tokens:,} tokens)…"
+
+
+def input_too_long(tokens: int, limit: int, characters: int) -> str:
+    """The reply to a message over the input limit (never silently truncated): how long it
+    is and how long it may be, in characters (at this text's characters per token) too."""
+    allowed = int(limit * characters / max(tokens, 1))
     return (
-        f"Your message is too long for me: {tokens} tokens, and I read at most {limit}. "
-        "Please shorten it or send it in parts."
+        f"Your message is too long for me: {tokens:,} tokens (about {characters:,} characters), "
+        f"and I read at most {limit:,} tokens (about {allowed:,} characters of text like "
+        "this). Please shorten it or send it in parts."
     )
 
 

@@ -81,13 +81,21 @@ def trim_to_budget(
     count: TokenCounter,
     budget: int,
 ) -> list[ChatTurn]:
-    """Drop the oldest turns until system + history + new turn fit the token budget.
+    """The history to send: all of it while system + history + new turn fit the token
+    budget; once they do not, the oldest turns are dropped down to half the budget.
 
-    Turns go in user/assistant pairs so the model never sees an answer without its question;
-    the system prompt and the new message are always kept.
+    Dropping to half, not just under the budget, is what keeps long chats fast: the next
+    several turns then extend the same history, so the engine continues from the state it
+    kept. Dropping one pair per turn would change the prompt's beginning on every turn,
+    and every turn would read the whole history again. Turns go in user/assistant pairs so
+    the model never sees an answer without its question; the system prompt and the new
+    message are always kept.
     """
     turns = list(history)
-    while turns and count([system, *turns, new_turn]) > budget:
+    if count([system, *turns, new_turn]) <= budget:
+        return turns
+    target = budget // 2
+    while turns and count([system, *turns, new_turn]) > target:
         drop = 2 if len(turns) >= 2 and turns[0].role == "user" else 1
         turns = turns[drop:]
     return turns

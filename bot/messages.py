@@ -57,6 +57,14 @@ class QueuePosition:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """The model is reading a long message (`tokens` long); adapters show it until text
+    arrives."""
+
+    tokens: int
+
+
+@dataclass(frozen=True)
 class ReplyText:
     """A piece of the model's reply, to append to what is shown."""
 
@@ -80,4 +88,4 @@ class Notice:
     is_error: bool = False  # the request was refused or failed (scripts exit non-zero)
 
 
-ReplyEvent = QueuePosition | ReplyText | ReplyDone | Notice
+ReplyEvent = QueuePosition | Reading | ReplyText | ReplyDone | Notice

@@ -17,14 +17,27 @@ from bot.messages import (
     IncomingMessage,
     Notice,
     QueuePosition,
+    Reading,
     ReplyDone,
     ReplyEvent,
     ReplyText,
 )
 from bot.settings import BotSettings
-from engine import ChatTurn, Engine, EngineError, Finished, GenerationRequest, Queued, TokenText
+from engine import (
+    ChatTurn,
+    Engine,
+    EngineError,
+    Finished,
+    GenerationRequest,
+    Queued,
+    Started,
+    TokenText,
+)
 
 log = logging.getLogger(__name__)
+
+# A message this long takes seconds to read (~450 tokens/s on 2 cores): say so meanwhile.
+READING_NOTICE_TOKENS = 1000
 
 
 def normalize_text(text: str) -> str:
@@ -110,6 +123,12 @@ class ChatService:
         async for event in self._answer(message, text):
             yield event
 
+    def _input_limit(self, system: ChatTurn) -> int:
+        """The longest message answered: the setting, within what the model's context (less
+        the system prompt, the chat template and room for the reply) leaves."""
+        overhead = self._engine.count_tokens([system, ChatTurn("user", "")])
+        return max(1, min(self._settings.max_input_tokens, self._engine.prompt_limit() - overhead))
+
     def _run_command(self, command: Command, message: IncomingMessage) -> str:
         if command.name == "start":
             return START_TEXT
@@ -126,20 +145,19 @@ class ChatService:
     async def _answer(
         self, message: IncomingMessage, text: str
     ) -> AsyncGenerator[ReplyEvent, None]:
+        system = ChatTurn("system", self._settings.system_prompt)
         try:
             tokens = self._engine.count_text_tokens(text)
+            limit = self._input_limit(system)
         except EngineError as error:
             yield Notice(formatting.error_text(error), is_error=True)
             return
-        if tokens > self._settings.max_input_tokens:
-            yield Notice(
-                formatting.input_too_long(tokens, self._settings.max_input_tokens), is_error=True
-            )
+        if tokens > limit:
+            yield Notice(formatting.input_too_long(tokens, limit, len(text)), is_error=True)
             return
         key = message.conversation_key
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            system = ChatTurn("system", self._settings.system_prompt)
             user = ChatTurn("user", with_quote(text, message))
             history = chain_turns(message)
             if not history and message.keep_history:
@@ -161,6 +179,8 @@ class ChatService:
                     async for event in events:
                         if isinstance(event, Queued):
                             yield QueuePosition(event.ahead, event.wait_s)
+                        elif isinstance(event, Started) and tokens >= READING_NOTICE_TOKENS:
+                            yield Reading(tokens)  # a long paste takes seconds to read
                         elif isinstance(event, TokenText):
                             yield ReplyText(event.text)
                         elif isinstance(event, Finished):

@@ -46,7 +46,9 @@ class BotSettings(BaseModel):
     allowed_chat_ids: IdSet = Field(frozenset(), description="empty = every chat")
     blocked_ids: IdSet = Field(frozenset(), description="user or chat ids never answered")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    history_token_budget: int = Field(1536, ge=64, description="prompt tokens kept per chat")
+    history_token_budget: int = Field(
+        4096, ge=64, description="prompt tokens a chat's history may take; then halved"
+    )
     history_dir: Path = Field(default_factory=lambda: default_data_dir() / "history")
     history_size_mb: int = Field(64, ge=1)
     inbox_dir: Path = Field(
@@ -56,7 +58,9 @@ class BotSettings(BaseModel):
     replay_within_s: float = Field(
         600.0, ge=0.0, description="after a restart, answer messages this young; older: sorry"
     )
-    max_input_tokens: int = Field(1024, ge=1, description="longest single user message")
+    max_input_tokens: int = Field(
+        8000, ge=1, description="longest single message (also capped by the model's context)"
+    )
     rate_limit_per_minute: float = Field(6.0, gt=0, description="messages per user per minute")
     rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
     speed_footer: bool = True

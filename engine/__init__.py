@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from engine.events import GenerationRequest as GenerationRequest
     from engine.events import Queued as Queued
     from engine.events import ReplyStats as ReplyStats
+    from engine.events import Started as Started
     from engine.events import TokenText as TokenText
     from engine.loading.stages import ProgressCallback as ProgressCallback
     from engine.loading.transformers_backend import quiet_libraries as quiet_libraries
@@ -51,6 +52,7 @@ _HOMES = {
     "Queued": "engine.events",
     "ReplyStats": "engine.events",
     "STORE_ERRORS": "engine.serving.json_store",
+    "Started": "engine.events",
     "StatsSnapshot": "engine.serving.stats",
     "TokenText": "engine.events",
     "default_data_dir": "engine.config",
@@ -72,6 +74,7 @@ __all__ = [
     "PromptTooLong",
     "Queued",
     "ReplyStats",
+    "Started",
     "StatsSnapshot",
     "TokenText",
     "default_data_dir",

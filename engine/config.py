@@ -53,7 +53,9 @@ class EngineSettings(BaseModel):
     max_threads: int = Field(8, ge=1, le=512, description="cap for the automatic thread count")
     interop_threads: int = Field(1, ge=1, le=64)
     max_new_tokens: int = Field(256, ge=1, le=32768)
-    max_input_tokens: int = Field(4096, ge=16, description="longest rendered prompt accepted")
+    max_input_tokens: int = Field(
+        12288, ge=16, description="longest rendered prompt accepted (a long paste, history)"
+    )
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0)
@@ -72,7 +74,7 @@ class EngineSettings(BaseModel):
         256, ge=16, le=65536, description="prompt tokens read per step (long prompts in chunks)"
     )
     prefix_cache_mb: int = Field(
-        512, ge=0, description="memory for chats' kept state between turns (0: keep none)"
+        1024, ge=0, description="memory for chats' kept state between turns (0: keep none)"
     )
     warmup: bool = True
     cache_enabled: bool = True

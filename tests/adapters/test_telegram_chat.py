@@ -132,3 +132,20 @@ async def test_duplicate_update_is_answered_once(start_bot: StartBot, fake_api: 
         lambda: any("/reset" in c["text"] for c in fake_api.sent("sendMessage"))
     )
     assert len(finals(fake_api, 1001)) == 1
+
+
+async def test_a_long_vietnamese_paste_is_read_and_answered(
+    start_bot: StartBot, fake_api: FakeBotAPI
+) -> None:
+    paragraph = (
+        "Hà Nội là thủ đô của Việt Nam, nổi tiếng với phố cổ, hồ Hoàn Kiếm và những món ăn "
+        "đường phố như phở, bún chả và bánh cuốn. "
+    )
+    text = paragraph * (6000 // len(paragraph) + 1) + "\n\nTóm tắt đoạn trên."
+    assert len(text) > 6000
+    await start_bot()
+    fake_api.message(text)
+    await fake_api.wait_for(lambda: finals(fake_api, 1001), within=120)
+    drafts = [d["text"] for d in fake_api.sent("sendMessageDraft", 1001)]
+    assert any(d.startswith("📖 reading your text (") for d in drafts)
+    assert not [c for c in fake_api.sent("sendMessage", 1001) if "too long" in c["text"]]

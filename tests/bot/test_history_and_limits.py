@@ -31,10 +31,26 @@ async def test_trimming_counts_real_tokens_and_drops_oldest_pairs(engine: Engine
     full = engine.count_tokens([SYSTEM, *history, new])
     budget = full - 40  # forces at least one pair out
     kept = trim_to_budget(SYSTEM, history, new, engine.count_tokens, budget)
-    assert engine.count_tokens([SYSTEM, *kept, new]) <= budget
+    assert engine.count_tokens([SYSTEM, *kept, new]) <= budget // 2  # down to half...
     assert kept == history[len(history) - len(kept) :]  # a suffix: oldest went first
     assert kept[0].role == "user" and len(kept) % 2 == 0
-    assert len(kept) >= len(history) - 4  # only as much as needed
+    one_pair_more = history[len(history) - len(kept) - 2 :]
+    assert engine.count_tokens([SYSTEM, *one_pair_more, new]) > budget // 2  # ...no further
+    assert trim_to_budget(SYSTEM, history, new, engine.count_tokens, full) == history
+
+
+async def test_a_growing_chat_keeps_its_history_prefix_between_trims(engine: Engine) -> None:
+    """The prompt's beginning changes only on the turns that trim, and those are few: the
+    engine's kept state is reusable on every other turn."""
+    history: list[ChatTurn] = []
+    trims = []
+    for turn in range(24):
+        new = ChatTurn("user", f"Question {turn}: " + "tell me more " * 10)
+        kept = trim_to_budget(SYSTEM, history, new, engine.count_tokens, 400)
+        trims.append(kept != history)
+        history = [*kept, new, ChatTurn("assistant", f"Answer {turn}: " + "here is more " * 10)]
+    assert 2 <= sum(trims) <= 6  # about every fourth turn at this budget, not every turn
+    assert not any(trims[turn] and trims[turn + 1] for turn in range(23))
 
 
 def test_trimming_keeps_the_new_message_even_over_budget() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from bot import formatting
 from bot.commands import HELP_TEXT
 from bot.history import HistoryStore
-from bot.messages import Notice, ReplyContext, ReplyDone, ReplyText
+from bot.messages import Notice, Reading, ReplyContext, ReplyDone, ReplyText
 from bot.service import ChatService
 from bot.settings import DEFAULT_SYSTEM_PROMPT, BotSettings
 from engine.config import EngineSettings
@@ -114,14 +114,39 @@ async def test_rate_limit_answers_politely(make_service: ServiceFactory) -> None
 async def test_over_long_message_is_refused_with_numbers(make_service: ServiceFactory) -> None:
     events = await replies(make_service(max_input_tokens=10), dm("word " * 40))
     assert len(events) == 1 and isinstance(events[0], Notice) and events[0].is_error
-    assert "at most 10" in events[0].text
+    assert "40 tokens (about 199 characters)" in events[0].text
+    assert "at most 10 tokens (about 49 characters" in events[0].text
 
 
-async def test_engine_errors_become_friendly_text(make_service: ServiceFactory) -> None:
-    service = make_service(max_input_tokens=100_000)
-    events = await replies(service, dm("long " * 5000))  # past the engine's prompt limit
-    assert len(events) == 1 and isinstance(events[0], Notice) and events[0].is_error
-    assert "too long" in events[0].text and "/reset" in events[0].text
+async def test_the_message_limit_follows_the_engines_prompt_limit(
+    engine_settings: EngineSettings, tmp_path: Path
+) -> None:
+    engine = Engine(engine_settings.model_copy(update={"max_input_tokens": 600}))
+    await engine.start()
+    history = HistoryStore(tmp_path / "history", 1 << 20)
+    try:
+        bot = BotSettings(history_dir=tmp_path / "history", max_input_tokens=100_000)
+        service = ChatService(engine, bot, history)
+        events = await replies(service, dm("long " * 2000))
+        assert len(events) == 1 and isinstance(events[0], Notice) and events[0].is_error
+        assert "2,000 tokens" in events[0].text
+        allowed = int(events[0].text.split("at most ")[1].split(" tokens")[0].replace(",", ""))
+        assert 500 < allowed < 600  # the prompt limit, less the system prompt and template
+        answered = await replies(service, dm("long " * allowed))
+        assert isinstance(answered[-1], ReplyDone)
+    finally:
+        history.close()
+        await engine.close()
+
+
+async def test_a_long_paste_is_read_with_a_notice(make_service: ServiceFactory) -> None:
+    events = await replies(make_service(), dm("Đoạn văn dài. " * 400 + "Tóm tắt đoạn trên."))
+    reading = [e for e in events if isinstance(e, Reading)]
+    assert len(reading) == 1 and reading[0].tokens > 1000
+    assert isinstance(events[-1], ReplyDone)
+    assert events.index(reading[0]) < min(
+        i for i, e in enumerate(events) if isinstance(e, ReplyText | ReplyDone)
+    )
 
 
 async def test_decomposed_vietnamese_hits_the_same_cache_entry(
