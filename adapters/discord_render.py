@@ -77,19 +77,27 @@ class DiscordReplyRenderer:
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
-            await self._sync([formatting.queued(event.ahead, event.wait_s)])
+            await self._status(formatting.queued(event.ahead, event.wait_s))
         elif isinstance(event, Reading):
-            await self._sync([formatting.reading(event.tokens)])
+            await self._status(formatting.reading(event.tokens))
         elif isinstance(event, ReplyText):
             self._text += event.text
             if self._clock() - self._last_update >= self._interval:
-                self._last_update = self._clock()
                 await self._sync(split_for_discord(self._text))
+                # From the end of the edit: a slow API slows the updates, never multiplies them.
+                self._last_update = self._clock()
         elif isinstance(event, ReplyDone):
             final = event.text if not event.footer else event.text + FOOTER_SEPARATOR + event.footer
             await self._sync(split_for_discord(final))
         elif isinstance(event, Notice):
             await self._sync(split_for_discord(event.text))
+
+    async def _status(self, text: str) -> None:
+        """A status line, paced like the text (in a crowd the queue moves every moment)."""
+        if self._messages and self._clock() - self._last_update < self._interval:
+            return
+        await self._sync([text])
+        self._last_update = self._clock()
 
     async def _sync(self, parts: list[str]) -> None:
         """Make the channel show `parts`: edit what was sent when it changed, send the rest."""

@@ -83,6 +83,7 @@ class TelegramReplyRenderer:
         self._messages: list[Message] = []
         self._shown: list[str] = []
         self._last_update = float("-inf")
+        self._status_shown = False
         self._text_started = asyncio.Event()
 
     async def render(self, events: AsyncGenerator[ReplyEvent, None]) -> None:
@@ -129,20 +130,27 @@ class TelegramReplyRenderer:
                 await asyncio.wait_for(self._text_started.wait(), TYPING_REFRESH_S)
 
     async def _status(self, text: str) -> None:
+        # Paced like the text: in a crowd the queue moves every moment, and an update per
+        # move would spend the bot's request budget on statuses instead of answers.
+        if self._status_shown and self._clock() - self._last_update < self._interval:
+            return
+        self._status_shown = True
         if self._drafts:
             await self._draft(text)
         else:
             await self._sync([text], final=False)
+        self._last_update = self._clock()
 
     async def _stream(self) -> None:
-        self._last_update = self._clock()
         parts = split_for_telegram(self._text)
-        if not parts:
-            return
-        if self._drafts:
-            await self._draft(parts[-1])  # earlier parts arrive with the final messages
-        else:
-            await self._sync(parts, final=False)
+        if parts:
+            if self._drafts:
+                await self._draft(parts[-1])  # earlier parts arrive with the final messages
+            else:
+                await self._sync(parts, final=False)
+        # Counted from the end of the send: when the API is slow (a rate limiter waiting),
+        # updates slow down with it instead of one going out per token that arrived meanwhile.
+        self._last_update = self._clock()
 
     async def _draft(self, text: str) -> None:
         # A draft is a preview: losing one to a network error or a limit costs nothing.

@@ -11,7 +11,7 @@ import pytest
 from telegram import Bot
 
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
-from bot.messages import ReplyDone, ReplyEvent, ReplyText
+from bot.messages import QueuePosition, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import utf16_length
 from engine.config import EngineSettings
 from engine.engine import Engine
@@ -49,6 +49,24 @@ async def test_a_9000_character_answer_arrives_as_three_messages_within_the_limi
     assert all(utf16_length(part) <= 4096 for part in sent)
     assert "🍜" in sent[0] and sent[-1].endswith("⚡ footer")
     assert "".join(sent).count("🍜") == text.count("🍜")
+
+
+async def test_a_slow_api_slows_the_updates_instead_of_multiplying_them(
+    fake_api: FakeBotAPI,
+) -> None:
+    """Under load (a rate limiter waiting) events pile up while a draft is sent: they must
+    fold into the next update, not each send one (the crowd's 8,000 drafts)."""
+    fake_api.delays["sendMessageDraft"] = 0.2
+    async with Bot(TOKEN, base_url=fake_api.base_url) as bot:
+        renderer = TelegramReplyRenderer(
+            bot, ReplyTarget(1001, None, 55, True), use_drafts=True, interval_s=0.1
+        )
+        places = [QueuePosition(ahead, 10.0) for ahead in range(20, 0, -1)]
+        words = [ReplyText(f"word{n} ") for n in range(30)]  # all arrived while busy
+        await renderer.render(_events(*places, *words, ReplyDone("done", None, STATS)))
+    drafts = [c["text"] for c in fake_api.sent("sendMessageDraft", 1001)]
+    assert drafts[0].startswith("⏳ queued, 20 ahead") and len(drafts) <= 3
+    assert fake_api.sent("sendMessage", 1001)[0]["text"] == "done"
 
 
 async def test_code_block_split_is_closed_and_reopened(fake_api: FakeBotAPI) -> None:
