@@ -47,7 +47,7 @@ class BotSettings(BaseModel):
     blocked_ids: IdSet = Field(frozenset(), description="user or chat ids never answered")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     history_token_budget: int = Field(
-        4096, ge=64, description="prompt tokens a chat's history may take; then halved"
+        3072, ge=64, description="prompt tokens a chat's history may take; then halved"
     )
     history_dir: Path = Field(default_factory=lambda: default_data_dir() / "history")
     history_size_mb: int = Field(64, ge=1)
