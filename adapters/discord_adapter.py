@@ -97,7 +97,8 @@ class QwenDiscordBot(commands.Bot):
         if me is None or message.author.bot or not addresses_bot(message, me):
             return
         taken = {"channel_id": message.channel.id, "message_id": message.id}
-        if not self._inbox.receive(message_key(message.id), chat_key(message.channel.id), taken):
+        key = message_key(me.id, message.id)
+        if not self._inbox.receive(key, chat_key(message.channel.id), taken):
             log.info("message %d delivered again; ignored", message.id)
             return
         await self.answer(message)
@@ -110,11 +111,11 @@ class QwenDiscordBot(commands.Bot):
         if me is None or task is None:
             return
         self.replies[message.id] = task
+        key = message_key(me.id, message.id)
         try:
             incoming = await to_incoming(
                 message, me, self._settings.max_reply_chain, self._settings.admin_role_ids
             )
-            key = message_key(message.id)
             renderer = DiscordReplyRenderer(
                 message,
                 interval_s=self._settings.edit_interval_s,
@@ -122,16 +123,17 @@ class QwenDiscordBot(commands.Bot):
             )
             await renderer.render(self._service.handle(incoming))
         except Exception:
-            self._inbox.done(message_key(message.id))
+            self._inbox.done(key)  # its apology (on_error) is the answer
             raise
         else:
-            self._inbox.done(message_key(message.id))
+            self._inbox.done(key)
         finally:
             self.replies.pop(message.id, None)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """A question deleted while its answer is written: stop the answer, post nothing."""
-        self._inbox.done(message_key(payload.message_id))  # deleted: never answered later
+        if self.user is not None:  # deleted: never answered later
+            self._inbox.done(message_key(self.user.id, payload.message_id))
         task = self.replies.get(payload.message_id)
         if task is not None:
             log.info("message %d deleted; cancelling its reply", payload.message_id)

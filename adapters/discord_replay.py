@@ -23,9 +23,15 @@ Answer = Callable[[discord.Message], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 
-def message_key(message_id: int) -> str:
+def key_prefix(bot_id: int) -> str:
+    """The start of one bot's keys in the inbox journal (per bot: two bots in one channel
+    sharing a state folder each owe their own answer)."""
+    return f"{PLATFORM}:{bot_id}:"
+
+
+def message_key(bot_id: int, message_id: int) -> str:
     """A message's key in the inbox journal."""
-    return f"{PLATFORM}:{message_id}"
+    return f"{key_prefix(bot_id)}{message_id}"
 
 
 def chat_key(channel_id: int) -> str:
@@ -37,8 +43,10 @@ async def replay_pending(
     bot: discord.Client, answer: Answer, inbox: Inbox, service: ChatService
 ) -> None:
     """Answer (with `answer`; when too old, apologise) every message the inbox still owes."""
+    if bot.user is None:
+        return
     channels: defaultdict[str, list[InboxEntry]] = defaultdict(list)
-    for entry in inbox.pending(f"{PLATFORM}:"):
+    for entry in inbox.pending(key_prefix(bot.user.id)):
         channels[entry.chat].append(entry)
     if not channels:
         return

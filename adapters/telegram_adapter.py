@@ -21,13 +21,7 @@ from telegram.ext import (
 
 from adapters.shutdown import finish_or_cancel
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
-from adapters.telegram_updates import (
-    PLATFORM,
-    JournalingQueue,
-    PerChatOrder,
-    to_incoming,
-    update_key,
-)
+from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
 from bot.commands import COMMANDS
 from bot.inbox import APOLOGY_WITHIN_S, Inbox
@@ -70,7 +64,9 @@ class TelegramAdapter:
             .base_url(self._settings.base_url)
             .rate_limiter(self._rate_limiter)
             .update_queue(self._queue)
-            .concurrent_updates(PerChatOrder(self._settings.max_concurrent_updates, self._inbox))
+            .concurrent_updates(
+                PerChatOrder(self._settings.max_concurrent_updates, self._inbox, self._queue)
+            )
             .build()
         )
         messages = filters.UpdateType.MESSAGE  # edited messages are not answered again
@@ -87,6 +83,7 @@ class TelegramAdapter:
         """Serve until `stop` is set, then shut down cleanly."""
         app = self.application
         async with app:  # initialize() ... shutdown()
+            self._queue.bot_id = app.bot.id  # known now (getMe); no update has arrived yet
             await app.bot.set_my_commands(
                 [BotCommand(name, text) for name, text in COMMANDS.items()]
             )
@@ -126,7 +123,7 @@ class TelegramAdapter:
         old ones get a short apology instead (replay_within_s)."""
         bot = self.application.bot
         replayed = 0
-        for entry in self._inbox.pending(f"{PLATFORM}:"):
+        for entry in self._inbox.pending(self._queue.prefix):
             try:
                 update = Update.de_json(entry.payload, bot)
             except (KeyError, TypeError, ValueError) as error:
@@ -169,7 +166,7 @@ class TelegramAdapter:
             # An answer after a restart quotes its question, even in a private chat.
             quote=update.update_id in self._replayed,
         )
-        key = update_key(update.update_id)
+        key = self._queue.key(update.update_id)
         renderer = TelegramReplyRenderer(
             context.bot,
             target,

@@ -78,11 +78,6 @@ def to_incoming(message: Message, bot: User) -> IncomingMessage:
     )
 
 
-def update_key(update_id: int) -> str:
-    """An update's key in the inbox journal."""
-    return f"{PLATFORM}:{update_id}"
-
-
 class JournalingQueue(asyncio.Queue[object]):
     """PTB's update queue, writing each update to the inbox before it is queued.
 
@@ -95,13 +90,24 @@ class JournalingQueue(asyncio.Queue[object]):
     def __init__(self, inbox: Inbox) -> None:
         super().__init__()
         self._inbox = inbox
+        # Update ids count per bot: two bots sharing a state folder must not collide.
+        self.bot_id = 0  # set once the bot is known (getMe), before any update arrives
+
+    @property
+    def prefix(self) -> str:
+        """The start of this bot's keys in the inbox journal."""
+        return f"{PLATFORM}:{self.bot_id}:"
+
+    def key(self, update_id: int) -> str:
+        """An update's key in the inbox journal."""
+        return f"{self.prefix}{update_id}"
 
     def put_nowait(self, item: object) -> None:
         """Journal an update, then queue it (`put` ends here too)."""
         if isinstance(item, Update):
             chat = item.effective_chat
             chat_key = f"{PLATFORM}:{chat.id if chat else 0}"
-            if not self._inbox.receive(update_key(item.update_id), chat_key, item.to_dict()):
+            if not self._inbox.receive(self.key(item.update_id), chat_key, item.to_dict()):
                 log.info("update %d delivered again; ignored", item.update_id)
                 return
         super().put_nowait(item)
@@ -115,9 +121,10 @@ class PerChatOrder(BaseUpdateProcessor):
     """Different chats are served at once; updates of one chat run one after another, in the
     order they arrived, so its replies (and its history) never interleave."""
 
-    def __init__(self, max_concurrent_updates: int, inbox: Inbox) -> None:
+    def __init__(self, max_concurrent_updates: int, inbox: Inbox, keys: JournalingQueue) -> None:
         super().__init__(max_concurrent_updates)
         self._inbox = inbox
+        self._keys = keys
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
@@ -132,7 +139,7 @@ class PerChatOrder(BaseUpdateProcessor):
             async with lock:
                 await coroutine
         if isinstance(update, Update):
-            self._inbox.done(update_key(update.update_id))
+            self._inbox.done(self._keys.key(update.update_id))
 
     async def initialize(self) -> None:
         """Nothing to set up."""

@@ -79,7 +79,7 @@ async def test_qwenbot_all_serves_telegram_and_discord_on_one_engine(
     await telegram.start()
     settings = Settings(
         engine=EngineSettings(model=str(tiny_model_dir), cache_dir=tmp_path / "c", warmup=False),
-        bot=BotSettings(history_dir=tmp_path / "h"),
+        bot=BotSettings(history_dir=tmp_path / "h", inbox_dir=tmp_path / "inbox"),
         telegram=TelegramSettings(token=TELEGRAM_TOKEN, base_url=telegram.base_url),
         discord=DiscordSettings(token=TOKEN, guild_id=7000),
     )
