@@ -26,6 +26,9 @@ async def test_paris_in_a_private_chat_then_a_clean_sigterm(
         "ENGINE__MODEL": str(smollm2_gguf()),
         "ENGINE__CACHE_DIR": str(tmp_path / "responses"),
         "BOT__HISTORY_DIR": str(tmp_path / "history"),
+        # Its own inbox: the fake's update ids start at 1 in every test, and an inbox that
+        # outlived another run would take them for redeliveries.
+        "BOT__INBOX_DIR": str(tmp_path / "inbox"),
         "QWENBOT_LOG_LEVEL": "DEBUG",  # the most verbose logs must still hide the token
     }
     process = await asyncio.create_subprocess_exec(
