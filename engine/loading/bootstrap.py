@@ -17,6 +17,7 @@ from engine.config import EffectiveConfig, EngineSettings, Quantization
 from engine.loading.decode_loop import warm_up
 from engine.loading.fallbacks import Fallbacks
 from engine.loading.fingerprint import model_fingerprint
+from engine.loading.gguf_files import tokenizer_and_config
 from engine.loading.machine import (
     ThreadPlan,
     apply_threads,
@@ -24,7 +25,7 @@ from engine.loading.machine import (
     resolve_device,
     resolve_dtype,
 )
-from engine.loading.model_files import load_config, load_generation_config, load_tokenizer
+from engine.loading.model_files import load_generation_config
 from engine.loading.model_source import ModelSource, find_model
 from engine.loading.native_backend import choose_scheme, load_native, native_problem
 from engine.loading.stages import ProgressCallback, Stages, no_progress
@@ -91,8 +92,7 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
 
     # 3. Tokenizer and config (a GGUF file carries both).
     with stages.stage(f"Loading tokenizer of {source.display_name}", (0.05, 0.15)) as stage:
-        tokenizer = load_tokenizer(source)
-        config = load_config(source)
+        tokenizer, config = tokenizer_and_config(source)  # a GGUF's: converted once, kept
         stage.done = "loaded the tokenizer and config"
 
     # 4. Weights: on the native decoder where it runs, else transformers' model.
