@@ -48,12 +48,10 @@ def tokenizer_and_config(source: ModelSource) -> tuple[PreTrainedTokenizerBase, 
     folder = entry_folder(source)
     if (folder / COMPLETE).is_file():
         try:
-            tokenizer, config = (
-                AutoTokenizer.from_pretrained(folder),
-                AutoConfig.from_pretrained(folder),
-            )
-            config.name_or_path = source.location  # as if read from the file itself
-            return tokenizer, config
+            kept: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(folder)
+            kept_config = AutoConfig.from_pretrained(folder)
+            kept_config.name_or_path = source.location  # as if read from the file itself
+            return kept, kept_config
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("the converted tokenizer of %s was damaged (%s); converting it again",
                         source.display_name, error)  # fmt: skip
