@@ -15,7 +15,7 @@ import discord
 from adapters.discord_messages import PLATFORM, to_incoming
 from adapters.discord_render import NO_PINGS
 from bot import formatting
-from bot.inbox import APOLOGY_WITHIN_S, Inbox, InboxEntry
+from bot.inbox import Inbox, InboxEntry, Replay
 from bot.service import ChatService
 
 Answer = Callable[[discord.Message], Awaitable[None]]
@@ -76,13 +76,14 @@ async def _replay_channel(
         for posted in entry.sent:  # an interrupted answer's first words: taken back
             with contextlib.suppress(discord.HTTPException):
                 await bot.http.delete_message(message.channel.id, posted)
-        if entry.age_s <= inbox.replay_within_s:
+        replay = inbox.replay(entry)
+        if replay is Replay.ANSWER:
             try:
                 await answer(message)
             except Exception:  # noqa: BLE001  the apology is the answer, as for a new message
                 await bot.on_error("replay", message)
             continue
-        if bot.user is not None and entry.age_s <= APOLOGY_WITHIN_S:
+        if replay is Replay.APOLOGISE and bot.user is not None:
             incoming = await to_incoming(message, bot.user, 0, frozenset())
             if service.expects_answer(incoming):
                 with contextlib.suppress(discord.HTTPException):

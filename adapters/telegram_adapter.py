@@ -24,7 +24,7 @@ from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
 from bot.commands import COMMANDS
-from bot.inbox import APOLOGY_WITHIN_S, Inbox
+from bot.inbox import Inbox, Replay
 from bot.service import ChatService
 from bot.settings import TelegramSettings
 
@@ -120,7 +120,7 @@ class TelegramAdapter:
 
     async def _replay_pending(self) -> None:
         """Queue the updates taken before a restart and never answered, oldest first; too
-        old ones get a short apology instead (replay_within_s)."""
+        old ones get a short apology instead (Inbox.replay)."""
         bot = self.application.bot
         replayed = 0
         for entry in self._inbox.pending(self._queue.prefix):
@@ -135,15 +135,16 @@ class TelegramAdapter:
                 for message_id in entry.sent:
                     with contextlib.suppress(TelegramError):
                         await bot.delete_message(chat.id, message_id)
-            if entry.age_s <= self._inbox.replay_within_s:
+            replay = self._inbox.replay(entry)
+            if replay is Replay.ANSWER:
                 self._replayed.add(update.update_id)
                 self._queue.put_replayed(update)
                 replayed += 1
                 continue
             message = update.effective_message
             if (
-                message is not None
-                and entry.age_s <= APOLOGY_WITHIN_S
+                replay is Replay.APOLOGISE
+                and message is not None
                 and self._service.expects_answer(to_incoming(message, bot.bot))
             ):
                 with contextlib.suppress(TelegramError):

@@ -16,10 +16,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from engine import dumps, open_or_repair
+from engine import dumps, open_or_repair, require_intact
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (done_at);
 """
+
+
+class Replay(Enum):
+    """What becomes of a message owed from before a restart (the same on every platform)."""
+
+    ANSWER = "answer"  # young enough: answered now, as a reply to it
+    APOLOGISE = "apologise"  # too old to answer: a short apology, if the bot would have replied
+    DROP = "drop"  # older than a day: nobody is waiting any more; logged only
 
 
 @dataclass(frozen=True)
@@ -83,9 +92,7 @@ class Inbox:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise sqlite3.DatabaseError(f"integrity check: {'; '.join(problems[:3])}")
+            require_intact(db)
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(f"schema version {version}, not {SCHEMA_VERSION}")
@@ -185,6 +192,14 @@ class Inbox:
             age = max(0.0, now - received_at)
             entries.append(InboxEntry(key, chat, received_at, data, age, posted))
         return entries
+
+    def replay(self, entry: InboxEntry) -> Replay:
+        """Answer, apologise or drop: by the entry's age (BOT__REPLAY_WITHIN_S, then a day).
+        An answer to a question asked long ago lands in a conversation that has moved on;
+        the user can ask again in a second."""
+        if entry.age_s <= self.replay_within_s:
+            return Replay.ANSWER
+        return Replay.APOLOGISE if entry.age_s <= APOLOGY_WITHIN_S else Replay.DROP
 
     def close(self) -> None:
         """Close the journal (every write is already on disk)."""

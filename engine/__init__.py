@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from engine.serving.json_store import read_row as read_row
     from engine.serving.stats import StatsSnapshot as StatsSnapshot
     from engine.serving.store_repair import open_or_repair as open_or_repair
+    from engine.serving.store_repair import require_intact as require_intact
 
 # Each public name and the module it lives in.
 _HOMES = {
@@ -60,6 +61,7 @@ _HOMES = {
     "open_json_store": "engine.serving.json_store",
     "open_or_repair": "engine.serving.store_repair",
     "read_row": "engine.serving.json_store",
+    "require_intact": "engine.serving.store_repair",
     "quiet_libraries": "engine.loading.transformers_backend",
 }
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "open_or_repair",
     "quiet_libraries",
     "read_row",
+    "require_intact",
 ]
 
 

@@ -10,10 +10,9 @@ waiting request, in the order it will be admitted, takes the place that frees fi
 from __future__ import annotations
 
 import heapq
-import threading
 from collections.abc import Iterable
 
-from engine.serving.sequence import Phase, Sequence
+from engine.serving.sequence import Sequence
 
 # Until something is measured: a slow CPU's speeds, so the first estimates err long.
 PRIOR_STEP_S = 0.08  # one decode step of the whole batch
@@ -23,32 +22,26 @@ MIN_REMAINING_TOKENS = 16  # a reply past its expected length is assumed to end 
 
 
 class Rates:
-    """Running averages of the speeds that decide a wait; updated by the worker thread,
-    read under its lock."""
+    """Running averages of the speeds that decide a wait. Only the worker thread writes
+    them, one float at a time, so a reader sees each whole: no lock on the decode step."""
 
     def __init__(self, max_new_tokens: int) -> None:
-        self.max_new_tokens = max_new_tokens
         self.step_s = PRIOR_STEP_S
         self.prefill_tps = PRIOR_PREFILL_TPS
         self.reply_tokens = max_new_tokens / 2  # until replies are seen: half the limit
-        self._lock = threading.Lock()
 
     def record_step(self, seconds: float) -> None:
         """One decode step of the batch took `seconds`."""
-        with self._lock:
-            self.step_s += SMOOTHING * (seconds - self.step_s)
+        self.step_s += SMOOTHING * (seconds - self.step_s)
 
     def record_prefill(self, tokens: int, seconds: float) -> None:
         """`tokens` prompt tokens were read in `seconds`."""
-        if tokens <= 0 or seconds <= 0:
-            return
-        with self._lock:
+        if tokens > 0 and seconds > 0:
             self.prefill_tps += SMOOTHING * (tokens / seconds - self.prefill_tps)
 
     def record_reply(self, tokens: int) -> None:
         """A reply ended after `tokens` tokens."""
-        with self._lock:
-            self.reply_tokens += SMOOTHING * (tokens - self.reply_tokens)
+        self.reply_tokens += SMOOTHING * (tokens - self.reply_tokens)
 
     def remaining_s(self, sequence: Sequence) -> float:
         """Seconds until a sequence's reply is expected to end (it may be running)."""
@@ -56,8 +49,7 @@ class Rates:
         expected = min(limit, max(1.0, self.reply_tokens))
         generated = len(sequence.generated)
         left = max(expected - generated, min(MIN_REMAINING_TOKENS, limit - generated), 1)
-        unread = sequence.unread if sequence.phase is not Phase.DECODE else 0
-        return unread / self.prefill_tps + left * self.step_s
+        return sequence.unread / self.prefill_tps + left * self.step_s
 
 
 def expected_waits(

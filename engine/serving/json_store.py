@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import diskcache
 from diskcache.core import MODE_PICKLE
 
-from engine.serving.store_repair import open_or_repair
+from engine.serving.store_repair import open_or_repair, require_intact
 
 
 class PickleRefused(ValueError):
@@ -124,9 +124,7 @@ def open_json_store(directory: Path, size_limit_bytes: int, what: str) -> diskca
 def _check(store: diskcache.Cache) -> None:
     """Read the store once the way it will be read: a truncated page or a table of another
     schema fails here, at start-up, not on a user's first message."""
-    problems = [row[0] for row in store._sql("PRAGMA quick_check").fetchall()]
-    if problems != ["ok"]:
-        raise sqlite3.DatabaseError(f"integrity check: {'; '.join(problems[:3])}")
+    require_intact(store._con)  # diskcache's own connection (no public accessor)
     store.get("\x00probe")  # the Cache table's columns, as diskcache queries them
 
 

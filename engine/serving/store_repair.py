@@ -60,6 +60,14 @@ def is_damage(error: BaseException) -> bool:
     return isinstance(error, ValueError | KeyError | TypeError)
 
 
+def require_intact(connection: sqlite3.Connection) -> None:
+    """Raise (as damage) unless SQLite's quick check finds the database whole: a truncated
+    page fails here, at start-up, not on a user's first message."""
+    problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(f"integrity check: {'; '.join(problems[:3])}")
+
+
 def open_or_repair(path: Path, what: str, opener: Callable[[], T]) -> T:
     """opener(), or, when it fails because the store is damaged, the same after moving `path`
     aside. Any other failure (a locked or unwritable store) is the caller's to handle."""

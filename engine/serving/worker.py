@@ -118,14 +118,14 @@ class Worker:
             if scheduler.queued_by(sequence.owner) >= self._limits.per_owner:
                 raise TooManyQueued(self._limits.per_owner)
             scheduler.add(sequence)
-            ahead = scheduler.positions()[sequence]
-            wait = self._waits().get(sequence, 0.0)
+            positions, waits = scheduler.positions(), self._waits()
+            ahead, wait = positions[sequence], waits.get(sequence, 0.0)
             if ahead and wait > self._limits.max_wait_s:
                 scheduler.withdraw(sequence)
                 raise Overloaded(queued, wait)
             self._sequences[job] = sequence
             self._told[sequence] = ahead
-            self._announce_positions()
+            self._announce_positions(positions, waits)  # the others' places, as just worked out
             self._condition.notify()
         return Queued(ahead, wait)
 
@@ -165,14 +165,21 @@ class Worker:
         order = scheduler.admission_order()
         return expected_waits(scheduler.running, order, scheduler.max_batch, self._rates)
 
-    def _announce_positions(self) -> None:
-        """Tell every waiting job whose place changed where it stands (caller holds the lock)."""
-        positions = self._scheduler.positions()
+    def _announce_positions(
+        self,
+        positions: dict[Sequence, int] | None = None,
+        waits: dict[Sequence, float] | None = None,
+    ) -> None:
+        """Tell every waiting job whose place changed where it stands (caller holds the lock;
+        it may pass the places and waits it has just worked out for the queue as it is)."""
+        if positions is None:
+            positions = self._scheduler.positions()
         self._stats.set_queue_depth(sum(1 for ahead in positions.values() if ahead > 0))
         changed = [s for s, ahead in positions.items() if self._told.get(s) != ahead]
         if not changed:
             return
-        waits = self._waits()
+        if waits is None:
+            waits = self._waits()
         for sequence in changed:
             self._told[sequence] = positions[sequence]
             sequence.job.emit(Queued(positions[sequence], waits.get(sequence, 0.0)))

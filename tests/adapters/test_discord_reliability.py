@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import EngineSettings
 from tests.adapters.discord_fixtures import StartDiscord
 from tests.adapters.test_discord_chat import MENTION, finals
 from tests.support.fake_discord import BOT_ID, CHANNEL_ID, TOKEN, FakeDiscord
@@ -98,3 +99,27 @@ async def test_qwenbot_all_serves_telegram_and_discord_on_one_engine(
         if not serving.done():
             serving.cancel()
         await telegram.stop()
+
+
+async def test_answers_cancelled_by_a_shutdown_are_given_after_the_restart(
+    engine_settings: EngineSettings, start_discord: StartDiscord, fake_discord: FakeDiscord
+) -> None:
+    from engine.engine import Engine
+
+    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 3000}))
+    await slow.start()
+    try:
+        first = await start_discord(use_engine=slow, shutdown_grace_s=0.2)
+        asked = await fake_discord.message_create(f"{MENTION} a long story", mentions=[BOT_ID])
+        await fake_discord.wait_for(lambda: fake_discord.bot_messages(CHANNEL_ID))
+        await first.shutdown()  # cancelled after the grace: the half answer is taken back
+        assert not fake_discord.bot_messages(CHANNEL_ID)
+    finally:
+        await slow.close()
+
+    await start_discord()
+    await fake_discord.wait_for(lambda: finals(fake_discord), 60)
+    await asyncio.sleep(0.3)
+    replies = fake_discord.bot_messages(CHANNEL_ID)
+    assert len(replies) == 1 and "⚡" in replies[0]["content"]
+    assert replies[0]["message_reference"]["message_id"] == str(asked["id"])

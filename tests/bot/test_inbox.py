@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.inbox import Inbox
+from bot.inbox import APOLOGY_WITHIN_S, Inbox, Replay
 
 
 class Clock:
@@ -107,4 +107,17 @@ def test_a_journal_that_cannot_be_written_still_refuses_redeliveries(
     assert inbox.receive("telegram:1", "telegram:1", {})
     assert not inbox.receive("telegram:1", "telegram:1", {})
     assert inbox.pending("telegram:") == []
+    inbox.close()
+
+
+def test_what_becomes_of_an_owed_message_depends_on_its_age(tmp_path: Path) -> None:
+    clock = Clock()
+    inbox = Inbox(tmp_path / "inbox", 600, clock)
+    inbox.receive("telegram:1", "telegram:1", {})
+    verdicts = []
+    for later in (0, 600, 601, APOLOGY_WITHIN_S, APOLOGY_WITHIN_S + 1):
+        clock.now = 1_000_000.0 + later
+        verdicts.append(inbox.replay(inbox.pending("telegram:")[0]))
+    assert verdicts == [Replay.ANSWER, Replay.ANSWER, Replay.APOLOGISE, Replay.APOLOGISE,
+                        Replay.DROP]  # fmt: skip
     inbox.close()
