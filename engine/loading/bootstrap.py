@@ -27,7 +27,12 @@ from engine.loading.machine import (
 )
 from engine.loading.model_files import load_generation_config
 from engine.loading.model_source import ModelSource, find_model
-from engine.loading.native_backend import choose_scheme, load_native, native_problem
+from engine.loading.native_backend import (
+    choose_scheme,
+    load_native,
+    native_problem,
+    packed_widths,
+)
 from engine.loading.stages import ProgressCallback, Stages, no_progress
 from engine.loading.transformers_backend import compile_with_fallback, load_transformers
 from engine.native.cpu_features import cpu_has_vnni
@@ -160,6 +165,8 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
     if backend == "native" and quantization != "bnb8":  # (never bnb8: for the type checker)
         reduce_range = not cpu_has_vnni()
         scheme = choose_scheme(quantization, dtype, reduce_range, fallbacks.note)
+        # A quantised GGUF file keeps its own precision unless a scheme was asked for.
+        keep_blocks = settings.quantization == "auto" and scheme in {"int8", "int4"}
         with stages.stage(f"Loading weights ({scheme}, native decoder)", (0.15, 0.7)) as stage:
             decoder = load_native(
                 source,
@@ -167,10 +174,15 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
                 scheme=scheme,
                 dtype=dtype,
                 reduce_range=reduce_range,
+                keep_blocks=keep_blocks,
                 progress=stage.advance,
             )
-            stage.done = f"loaded weights ({scheme}, native decoder)"
-        return decoder, "native", scheme
+            if keep_blocks and source.gguf_file:
+                scheme_name = f"{packed_widths(decoder)} (as in the GGUF file)"
+            else:
+                scheme_name = scheme
+            stage.done = f"loaded weights ({scheme_name}, native decoder)"
+        return decoder, "native", scheme_name
     with stages.stage(f"Loading weights ({_name(dtype)})", (0.15, 0.7)) as stage:
         model, effective = load_transformers(source, quantization, device, dtype, fallbacks)
         stage.done = f"loaded weights ({effective}, transformers)"

@@ -1,9 +1,9 @@
 """A checkpoint's tensors, one at a time by name, for the native decoder's builder.
 
 From safetensors we read one tensor at a time with plain file reads (no mmap), so the
-process never holds the bf16 checkpoint and its quantised copy at once. Other formats
-(GGUF, .bin) come through a transformers model whose tensors are handed over and dropped
-one by one.
+process never holds the bf16 checkpoint and its quantised copy at once. A GGUF file is read
+the same way, its quantised blocks kept (gguf_tensors.py). Other formats (.bin) come
+through a transformers model whose tensors are handed over and dropped one by one.
 """
 
 from __future__ import annotations
@@ -21,18 +21,29 @@ import huggingface_hub
 import torch
 
 from engine.errors import ModelLoadFailed
+from engine.loading.gguf_tensors import GGUFWeights, gguf_path
 from engine.loading.model_source import ModelSource
 from engine.loading.transformers_backend import load_weights
+from engine.native.packed_linear import BlockQuantized
 
 log = logging.getLogger(__name__)
 
-TensorFetch = Callable[[str], torch.Tensor | None]  # checkpoint name -> tensor, or None
+# checkpoint name -> tensor (still in blocks, from a GGUF file), or None
+TensorFetch = Callable[[str], torch.Tensor | BlockQuantized | None]
 
 _SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 
 
-def checkpoint_fetch(source: ModelSource, dtype: torch.dtype) -> TensorFetch:
-    """Stream tensors from safetensors when the checkpoint has them, else via transformers."""
+def checkpoint_fetch(
+    source: ModelSource, config: Any, dtype: torch.dtype, *, keep_blocks: bool
+) -> TensorFetch:
+    """Stream tensors from a GGUF file (its blocks kept when keep_blocks) or safetensors
+    when the checkpoint has them, else via transformers."""
+    if source.gguf_file:
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        return GGUFWeights(gguf_path(source), config.model_type, heads, kv_heads,
+                           keep_blocks=keep_blocks)  # fmt: skip
     folder = _checkpoint_folder(source)
     files = safetensors_files(folder) if folder is not None else []
     if files:
@@ -43,8 +54,6 @@ def checkpoint_fetch(source: ModelSource, dtype: torch.dtype) -> TensorFetch:
 
 def _checkpoint_folder(source: ModelSource) -> Path | None:
     """A local folder with the safetensors checkpoint, downloading a hub model if needed."""
-    if source.gguf_file:
-        return None
     if source.is_local:
         return Path(source.location)
     try:

@@ -16,6 +16,7 @@ from engine.loading.native_weights import build_decoder
 from engine.native.architecture import NativeConfig
 from engine.native.linear import Scheme, kernel_problem
 from engine.native.model import NativeDecoder
+from engine.native.packed_linear import PackedLinear
 from engine.native.parts import UnsupportedArchitecture
 
 Fallback = Callable[[str, object, str], None]  # (what, why, instead)
@@ -71,10 +72,12 @@ def load_native(
     scheme: Scheme,
     dtype: torch.dtype,
     reduce_range: bool,
+    keep_blocks: bool,
     progress: Callable[[float], None],
 ) -> NativeDecoder:
-    """Read the checkpoint into a NativeDecoder with the given (already checked) scheme."""
-    fetch = checkpoint_fetch(source, dtype)
+    """Read the checkpoint into a NativeDecoder with the given (already checked) scheme; a
+    GGUF file's quantised blocks are kept in their own precision when keep_blocks."""
+    fetch = checkpoint_fetch(source, config, dtype, keep_blocks=keep_blocks)
 
     def layer_done(fraction: float) -> None:
         release_free_memory()  # each layer's bf16 buffers go before the next is read
@@ -95,3 +98,11 @@ def load_native(
     del fetch
     release_free_memory()
     return decoder
+
+
+def packed_widths(decoder: NativeDecoder) -> str:
+    """The packed widths the decoder's matmuls use: "int8", "int4" or "int4+int8"."""
+    linears = [getattr(layer, name) for layer in decoder.layers
+               for name in ("qkv", "out", "gate_up", "down")] + [decoder.head]  # fmt: skip
+    bits = sorted({linear.weight.bits for linear in linears if isinstance(linear, PackedLinear)})
+    return "+".join(f"int{width}" for width in bits)

@@ -14,6 +14,7 @@ import torch
 
 from engine.loading.checkpoint import TensorFetch
 from engine.native.architecture import NativeConfig, NativeLayer
+from engine.native.block_weights import StackedBlocks, full_precision
 from engine.native.linear import (
     LinearFactory,
     LinearKernel,
@@ -23,32 +24,60 @@ from engine.native.linear import (
     linear_factory,
 )
 from engine.native.model import NativeDecoder
-from engine.native.packed_linear import PackedLinear, packed_fits
+from engine.native.packed_linear import BlockQuantized, PackedLinear, packed_fits
 from engine.native.parts import Embedding, RMSNorm, RotaryTable, rope_frequencies
 
 Progress = Callable[[float], None]  # fraction of layers built, 0..1
 
 
-def _required(fetch: TensorFetch, name: str) -> torch.Tensor:
+Matrix = torch.Tensor | BlockQuantized
+
+
+def _required(fetch: TensorFetch, name: str) -> Matrix:
     tensor = fetch(name)
     if tensor is None:
         raise KeyError(f"checkpoint has no tensor '{name}'")
     return tensor
 
 
-def _fused(fetch: TensorFetch, names: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenate projections along the output dimension (one kernel call instead of 2-3)."""
+def _norm(fetch: TensorFetch, name: str) -> torch.Tensor:
+    """A norm's weight, as floats."""
+    return full_precision(_required(fetch, name))
+
+
+def _bias(fetch: TensorFetch, name: str) -> torch.Tensor | None:
+    """A bias as floats, or None when the layer has none."""
+    tensor = fetch(name)
+    return None if tensor is None else full_precision(tensor)
+
+
+def _fused(
+    fetch: TensorFetch, names: list[str], factors: list[float] | None = None
+) -> tuple[Matrix, torch.Tensor | None]:
+    """Concatenate projections along the output dimension (one kernel call instead of 2-3),
+    each scaled by its factor; block-quantised ones stay in blocks."""
     weights = [_required(fetch, f"{name}.weight") for name in names]
-    biases = [fetch(f"{name}.bias") for name in names]
+    biases = [_bias(fetch, f"{name}.bias") for name in names]
+    factors = factors or [1.0] * len(names)
     bias = None
     if any(b is not None for b in biases):
         bias = torch.cat(
             [
-                b if b is not None else torch.zeros(w.shape[0])
-                for b, w in zip(biases, weights, strict=True)
+                b.float() * f if b is not None else torch.zeros(w.shape[0])
+                for b, w, f in zip(biases, weights, factors, strict=True)
             ]
         )
-    return torch.cat(weights), bias
+    tensors = [w for w in weights if isinstance(w, torch.Tensor)]
+    if len(tensors) < len(weights):  # blocks from a GGUF file: stacked as they are
+        return StackedBlocks(weights, factors), bias
+    stacked = torch.cat(tensors)
+    if any(f != 1.0 for f in factors):
+        stacked = stacked.float()  # 1/sqrt(128) is not exact in bf16
+        top = 0
+        for w, f in zip(tensors, factors, strict=True):
+            stacked[top : top + w.shape[0]] *= f
+            top += w.shape[0]
+    return stacked, bias
 
 
 def build_decoder(
@@ -72,7 +101,7 @@ def build_decoder(
         for i in range(config.layers)
     ]
     inv_freq, scaling = rope_frequencies(hf_config, config.head_dim)
-    final_norm = RMSNorm(_required(fetch, "model.norm.weight"), config.rms_eps, act)
+    final_norm = RMSNorm(_norm(fetch, "model.norm.weight"), config.rms_eps, act)
     progress(1.0)
     return NativeDecoder(
         config, embedding, layers, final_norm, head, RotaryTable(inv_freq, scaling, act), act
@@ -92,7 +121,7 @@ def _embedding_and_head(
     separate_head = None if config.tied_embeddings else fetch("lm_head.weight")
     if scheme == "none":
         head_weight = embed if separate_head is None else separate_head
-        return Embedding(embed, act), make(head_weight, None)
+        return Embedding(full_precision(embed), act), make(full_precision(head_weight), None)
     head = None
     if separate_head is not None:
         head = make(separate_head, None)
@@ -101,7 +130,7 @@ def _embedding_and_head(
         head = make(embed, None)  # packed from the float weight: one table serves both
         assert isinstance(head, PackedLinear)
         return Embedding(head.weight, act), head
-    rows = int8_rows(embed)
+    rows = int8_rows(full_precision(embed))
     del embed  # the bf16 table goes before the head is packed
     if head is None:
         head = make(rows, None)  # int8 schemes share the embedding's int8 rows
@@ -119,34 +148,29 @@ def _layer(  # noqa: PLR0917  (private; one call site)
 ) -> NativeLayer:
     attn, mlp = f"{prefix}.self_attn", f"{prefix}.mlp"
     # Attention's 1/sqrt(head_dim) is folded into the queries: into Qwen3's q_norm weight,
-    # else into q_proj's rows (per-row quantisation scales absorb it exactly).
+    # else into q_proj's rows (per-row quantisation scales absorb it exactly; a GGUF file's
+    # block scales are rounded to fp16 again, a relative 2^-11).
     query_scale = config.head_dim**-0.5
-    weight, bias = _fused(fetch, [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"])
-    if not config.qk_norm:
-        q_rows = config.heads * config.head_dim
-        weight = weight.float()  # 1/sqrt(128) is not exact in bf16
-        weight[:q_rows] *= query_scale
-        if bias is not None:
-            bias[:q_rows] *= query_scale
-    qkv = make(weight, bias)
-    del weight, bias
-    out = make(_required(fetch, f"{attn}.o_proj.weight"), fetch(f"{attn}.o_proj.bias"))
+    q_factor = 1.0 if config.qk_norm else query_scale
+    qkv = make(*_fused(fetch, [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"],
+                       [q_factor, 1.0, 1.0]))  # fmt: skip
+    out = make(_required(fetch, f"{attn}.o_proj.weight"), _bias(fetch, f"{attn}.o_proj.bias"))
     gate_up = make(*_fused(fetch, [f"{mlp}.gate_proj", f"{mlp}.up_proj"]))
     down = make(_required(fetch, f"{mlp}.down_proj.weight"), None)
     qk_norm = None
     if config.qk_norm:
-        q_norm = _required(fetch, f"{attn}.q_norm.weight").float() * query_scale
-        k_norm = _required(fetch, f"{attn}.k_norm.weight").float()
+        q_norm = _norm(fetch, f"{attn}.q_norm.weight").float() * query_scale
+        k_norm = _norm(fetch, f"{attn}.k_norm.weight").float()
         stacked = torch.cat([q_norm.expand(config.heads, -1), k_norm.expand(config.kv_heads, -1)])
         qk_norm = RMSNorm(stacked, config.rms_eps, act)
     progress((index + 1) / (config.layers + 1))
     eps = config.rms_eps
     return NativeLayer(
-        attn_norm=RMSNorm(_required(fetch, f"{prefix}.input_layernorm.weight"), eps, act),
+        attn_norm=RMSNorm(_norm(fetch, f"{prefix}.input_layernorm.weight"), eps, act),
         qkv=qkv,
         qk_norm=qk_norm,
         out=out,
-        mlp_norm=RMSNorm(_required(fetch, f"{prefix}.post_attention_layernorm.weight"), eps, act),
+        mlp_norm=RMSNorm(_norm(fetch, f"{prefix}.post_attention_layernorm.weight"), eps, act),
         gate_up=gate_up,
         down=down,
     )

@@ -33,7 +33,7 @@ class DecoderShape(ctypes.Structure):
 
     _fields_ = [
         *((name, _I64) for name in ("hidden", "heads", "kv_heads", "head_dim")),
-        *((name, _I64) for name in ("intermediate", "layers", "bits")),
+        *((name, _I64) for name in ("intermediate", "layers")),
         ("hidden_floor", _F32),
         ("head_floor", _F32),
     ]
@@ -59,7 +59,7 @@ class DecoderLayer(ctypes.Structure):
             "qkv_bias",
             "out_bias",
         )
-    ]
+    ] + [(name, _I64) for name in ("qkv_bits", "out_bits", "gate_up_bits", "down_bits")]
 
 
 class SequenceSlot(ctypes.Structure):
@@ -99,7 +99,6 @@ class FusedDecodeStep:
             head_dim=config.head_dim,
             intermediate=gate_up.out_features // 2,
             layers=len(layers),
-            bits=gate_up.weight.bits,
             hidden_floor=_floor(first.attn_norm),
             head_floor=_floor(first.qk_norm) if first.qk_norm is not None else 0.0,
         )
@@ -114,10 +113,12 @@ class FusedDecodeStep:
     def _layer(self, layer: NativeLayer) -> DecoderLayer:
         linears = {name: getattr(layer, name) for name in ("qkv", "out", "gate_up", "down")}
         fields: dict[str, int | None] = {}
+        bits: dict[str, int] = {}
         for name, linear in linears.items():
             assert isinstance(linear, PackedLinear)  # checked by fused_decode_step
             fields[name] = pointer(linear.weight.packed)
             fields[f"{name}_scales"] = pointer(linear.weight.scales)
+            bits[f"{name}_bits"] = linear.weight.bits
         return DecoderLayer(
             attn_norm=self._tensor(layer.attn_norm.weight),
             qk_norm=None if layer.qk_norm is None else self._tensor(layer.qk_norm.weight),
@@ -125,6 +126,7 @@ class FusedDecodeStep:
             qkv_bias=_optional(linears["qkv"].bias),
             out_bias=_optional(linears["out"].bias),
             **fields,
+            **bits,
         )
 
     def position_heads(
@@ -216,11 +218,11 @@ def fused_decode_step(
     config: NativeConfig, layers: Sequence[NativeLayer], dtype: torch.dtype
 ) -> FusedDecodeStep | None:
     """The fused step when this decoder can take it: fp32 activations and the cache, and
-    every layer's matmuls on the compiled kernel, all with the same bits."""
+    every layer's matmuls on the compiled kernel (each in 8 or 4 bits)."""
     names = ("qkv", "out", "gate_up", "down")
     linears = [getattr(layer, name) for layer in layers for name in names]
     if not all(isinstance(linear, PackedLinear) for linear in linears) or dtype != torch.float32:
         return None
-    if not layers or len({linear.weight.bits for linear in linears}) != 1:
+    if not layers:
         return None
     return FusedDecodeStep(config, layers)

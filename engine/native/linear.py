@@ -17,7 +17,8 @@ from typing import Literal, NamedTuple, Protocol
 import torch
 from torch.nn import functional
 
-from engine.native.packed_linear import Bits, PackedLinear, packed_fits
+from engine.native.block_weights import full_precision
+from engine.native.packed_linear import Bits, BlockQuantized, PackedLinear, packed_fits
 
 # int8: int8 weights in blocks of 32 (llama.cpp's Q8_0 weights) and 15-bit activations, on
 #   our compiled kernel (engine/native/packed_linear.py).
@@ -64,19 +65,21 @@ class Int8Rows(NamedTuple):
     scales: torch.Tensor  # fp32 [N]
 
 
-Weight = torch.Tensor | Int8Rows
+Weight = torch.Tensor | Int8Rows | BlockQuantized
 
 
 def int8_rows(weight: Weight) -> Int8Rows:
     """Per-row int8 of weight (no work when it already is)."""
-    return weight if isinstance(weight, Int8Rows) else Int8Rows(*per_channel_int8(weight))
+    if isinstance(weight, Int8Rows):
+        return weight
+    return Int8Rows(*per_channel_int8(full_precision(weight)))
 
 
 def dense(weight: Weight) -> torch.Tensor:
     """A float weight (the dense kernel cannot start from int8 rows)."""
     if isinstance(weight, Int8Rows):
         raise TypeError("this kernel needs the unquantised weight")
-    return weight
+    return full_precision(weight)
 
 
 def per_channel_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,9 +164,12 @@ def linear_factory(scheme: Scheme, dtype: torch.dtype, reduce_range: bool) -> Li
 
         def packed_or_torch(weight: Weight, bias: torch.Tensor | None) -> LinearKernel:
             # A shape the packed layout does not take uses torch's int8 kernel (rare).
-            if isinstance(weight, torch.Tensor) and packed_fits(weight.shape):
-                return PackedLinear(weight, bias, bits)
-            return Int8WeightLinear(weight, bias)
+            if isinstance(weight, Int8Rows) or not packed_fits(weight.shape):
+                return Int8WeightLinear(weight, bias)
+            # Blocks from a GGUF file keep their own width (4 or 8 bits) whatever the scheme.
+            return PackedLinear(
+                weight, bias, weight.bits if isinstance(weight, BlockQuantized) else bits
+            )
 
         return packed_or_torch
     if scheme == "int8-torch":

@@ -9,6 +9,7 @@ and 4 bits 13-16 ms, against 40 ms for torch's int8 weight-only kernel.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Literal, NamedTuple
 
 import torch
@@ -47,6 +48,33 @@ class PackedWeights(NamedTuple):
         return out
 
 
+class BlockQuantized(ABC):
+    """A weight [N, K] already quantised in blocks of 32 along K (a GGUF file's tensor),
+    read a chunk of rows at a time so that no full-precision copy of it is ever made."""
+
+    shape: tuple[int, int]
+    bits: Bits  # the packed width that keeps its precision
+
+    @abstractmethod
+    def floats(self, start: int, stop: int) -> torch.Tensor:
+        """Rows start..stop de-quantised to fp32 [rows, K]."""
+
+    def blocks(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows start..stop as block_quantise gives them in self.bits (codes, scales); a
+        format that maps onto ours exactly returns its own codes here."""
+        return block_quantise(self.floats(start, stop), self.bits)
+
+
+def dequantise(codes: torch.Tensor, scales: torch.Tensor, bits: Bits) -> torch.Tensor:
+    """block_quantise's output back to fp32 [n, K]."""
+    n, k = codes.shape
+    blocks = codes.float().reshape(n, k // BLOCK, BLOCK)
+    if bits == 8:
+        return (blocks * scales.float()[..., None]).reshape(n, k)
+    d, m = scales.float().unbind(-1)
+    return (blocks * d[..., None] + m[..., None]).reshape(n, k)
+
+
 def packed_fits(shape: tuple[int, ...]) -> bool:
     """Whether the packed layout takes a weight of this [N, K] shape."""
     n, k = shape
@@ -80,16 +108,23 @@ def block_quantise(rows: torch.Tensor, bits: Bits) -> tuple[torch.Tensor, torch.
     return codes.to(torch.int8).reshape(n, k), stored
 
 
-def pack(weight: torch.Tensor, bits: Bits) -> PackedWeights:
+def pack(weight: torch.Tensor | BlockQuantized, bits: Bits) -> PackedWeights:
     """Quantise in blocks and pack, a chunk of rows at a time (a large head never sits in
-    memory as fp32)."""
+    memory as fp32); blocks already in this width are packed as they are."""
     library = kernel_builder.kernels()
     n, k = weight.shape
     packed = torch.empty(n * k * bits // 8, dtype=torch.uint8)
     words = 2 if bits == 4 else 1  # d, and m for 4 bits
     scales = torch.empty(n * k // BLOCK * words, dtype=torch.float16)
     for start in range(0, n, CHUNK_ROWS):
-        values, chunk_scales = block_quantise(weight[start : start + CHUNK_ROWS], bits)
+        stop = min(n, start + CHUNK_ROWS)
+        if not isinstance(weight, BlockQuantized):
+            values, chunk_scales = block_quantise(weight[start:stop], bits)
+        elif weight.bits == bits:
+            values, chunk_scales = weight.blocks(start, stop)
+        else:
+            values, chunk_scales = block_quantise(weight.floats(start, stop), bits)
+        values, chunk_scales = values.contiguous(), chunk_scales.contiguous()
         library.qb_pack(
             pointer(values), pointer(chunk_scales), values.shape[0], k, bits,
             pointer(packed[start * k * bits // 8 :]), pointer(scales[start * k // BLOCK * words :]),
@@ -101,7 +136,10 @@ class PackedLinear:
     """A linear layer on the packed kernel: fp32 in, fp32 out, for prompts too."""
 
     def __init__(
-        self, weight: torch.Tensor | PackedWeights, bias: torch.Tensor | None, bits: Bits
+        self,
+        weight: torch.Tensor | BlockQuantized | PackedWeights,
+        bias: torch.Tensor | None,
+        bits: Bits,
     ) -> None:
         self.weight = weight if isinstance(weight, PackedWeights) else pack(weight, bits)
         self.out_features, self.in_features = self.weight.out_features, self.weight.in_features

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from engine.native.block_weights import full_precision
 from engine.native.linear import Int8Rows, Weight
 from engine.native.packed_linear import PackedWeights
 
@@ -105,7 +106,7 @@ class Embedding:
         if isinstance(weight, Int8Rows):
             self.table, self.scales = weight
         elif not isinstance(weight, PackedWeights):
-            self.table = weight.to(dtype).contiguous()
+            self.table = full_precision(weight).to(dtype).contiguous()
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [T] -> [T, hidden]."""

@@ -25,7 +25,7 @@
 #endif
 
 typedef struct {
-    int64_t hidden, heads, kv_heads, head_dim, intermediate, layers, bits; /* bits: 8 or 4 */
+    int64_t hidden, heads, kv_heads, head_dim, intermediate, layers;
     float hidden_floor, head_floor; /* n * eps of the hidden and per-head RMSNorms */
 } DecoderShape;
 
@@ -34,6 +34,8 @@ typedef struct {
     const uint8_t *qkv, *out, *gate_up, *down;   /* packed weights */
     const uint16_t *qkv_scales, *out_scales, *gate_up_scales, *down_scales;
     const float *qkv_bias, *out_bias;            /* or NULL */
+    /* 8 or 4 each: a GGUF file mixes them (Q4_K_M keeps some matrices in 6 bits, here 8) */
+    int64_t qkv_bits, out_bits, gate_up_bits, down_bits;
 } DecoderLayer;
 
 static void rms_norm(const float *x, const float *weight, int64_t n, float floor, float *out) {
@@ -171,7 +173,6 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
     const int64_t qkv_rows = q_size + 2 * kv_size, inter = shape->intermediate;
     const int64_t widest = qkv_rows > 2 * inter ? qkv_rows : 2 * inter;
     const int64_t normed_width = hidden > inter ? hidden : inter;
-    const int bits = (int)shape->bits;
     int64_t longest = 1;
     for (int64_t b = 0; b < batch; b++)
         if (slots[b].position + 1 > longest) longest = slots[b].position + 1;
@@ -184,9 +185,9 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             rms_norm(x + b * hidden, layer->attn_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
-            qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
+            qb_quantize(s.normed + b * normed_width, hidden, (int)layer->qkv_bits, act + b);
         }
-        qb_rows_dot_batch(layer->qkv, layer->qkv_scales, bits, act, batch, qkv_rows, hidden, s.projected, widest);
+        qb_rows_dot_batch(layer->qkv, layer->qkv_scales, (int)layer->qkv_bits, act, batch, qkv_rows, hidden, s.projected, widest);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const SequenceSlot *slot = slots + b;
@@ -211,24 +212,24 @@ int qb_decode_step(const DecoderShape *shape, const DecoderLayer *layers, int64_
                              s.scores + (b * heads + h) * longest, s.attended + b * q_size + h * d);
             }
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < batch; b++) qb_quantize(s.attended + b * q_size, q_size, bits, act + b);
-        qb_rows_dot_batch(layer->out, layer->out_scales, bits, act, batch, hidden, q_size, s.residual, hidden);
+        for (int64_t b = 0; b < batch; b++) qb_quantize(s.attended + b * q_size, q_size, (int)layer->out_bits, act + b);
+        qb_rows_dot_batch(layer->out, layer->out_scales, (int)layer->out_bits, act, batch, hidden, q_size, s.residual, hidden);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             float *row = x + b * hidden, *added = s.residual + b * hidden;
             add_bias(added, layer->out_bias, hidden);
             for (int64_t i = 0; i < hidden; i++) row[i] += added[i];
             rms_norm(row, layer->mlp_norm, hidden, shape->hidden_floor, s.normed + b * normed_width);
-            qb_quantize(s.normed + b * normed_width, hidden, bits, act + b);
+            qb_quantize(s.normed + b * normed_width, hidden, (int)layer->gate_up_bits, act + b);
         }
-        qb_rows_dot_batch(layer->gate_up, layer->gate_up_scales, bits, act, batch, 2 * inter, hidden, s.projected, widest);
+        qb_rows_dot_batch(layer->gate_up, layer->gate_up_scales, (int)layer->gate_up_bits, act, batch, 2 * inter, hidden, s.projected, widest);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++) {
             const float *projected = s.projected + b * widest;
             silu_mul(projected, projected + inter, inter, s.normed + b * normed_width);
-            qb_quantize(s.normed + b * normed_width, inter, bits, act + b);
+            qb_quantize(s.normed + b * normed_width, inter, (int)layer->down_bits, act + b);
         }
-        qb_rows_dot_batch(layer->down, layer->down_scales, bits, act, batch, hidden, inter, s.residual, hidden);
+        qb_rows_dot_batch(layer->down, layer->down_scales, (int)layer->down_bits, act, batch, hidden, inter, s.residual, hidden);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < batch; b++)
             for (int64_t i = 0; i < hidden; i++) x[b * hidden + i] += s.residual[b * hidden + i];
