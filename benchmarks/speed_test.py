@@ -26,7 +26,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ARCH_CONFIGS = {"qwen3-0.6b": ROOT / "benchmarks" / "qwen3_0_6b.json"}
+# Qwen3's published shapes (config.json of Qwen/Qwen3-0.6B, -1.7B and -4B), for random weights.
+ARCH_CONFIGS = {
+    name: ROOT / "benchmarks" / f"{name.replace('-', '_').replace('.', '_')}.json"
+    for name in ("qwen3-0.6b", "qwen3-1.7b", "qwen3-4b")
+}
 PROMPT_WORDS = "The quick brown fox jumps over the lazy dog while the river keeps flowing."
 
 

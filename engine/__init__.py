@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from engine.events import ReplyStats as ReplyStats
     from engine.events import Started as Started
     from engine.events import TokenText as TokenText
+    from engine.loading.library_logs import quiet_libraries as quiet_libraries
     from engine.loading.stages import ProgressCallback as ProgressCallback
-    from engine.loading.transformers_backend import quiet_libraries as quiet_libraries
     from engine.serving.json_store import STORE_ERRORS as STORE_ERRORS
     from engine.serving.json_store import dumps as dumps
     from engine.serving.json_store import open_json_store as open_json_store
@@ -62,7 +62,7 @@ _HOMES = {
     "open_or_repair": "engine.serving.store_repair",
     "read_row": "engine.serving.json_store",
     "require_intact": "engine.serving.store_repair",
-    "quiet_libraries": "engine.loading.transformers_backend",
+    "quiet_libraries": "engine.loading.library_logs",
 }
 __all__ = [
     "STORE_ERRORS",

@@ -77,6 +77,9 @@ class EngineSettings(BaseModel):
         1024, ge=0, description="memory for chats' kept state between turns (0: keep none)"
     )
     warmup: bool = True
+    packed_cache_mb: int = Field(
+        4096, ge=0, description="disk for packed weights mapped at later starts (0: none)"
+    )
     cache_enabled: bool = True
     cache_dir: Path = Field(default_factory=lambda: default_data_dir() / "responses")
     cache_size_mb: int = Field(256, ge=1)

@@ -7,6 +7,8 @@ once, when it is first imported, and pytest_configure must set it before that ha
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +27,27 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["TQDM_DISABLE"] = "1"
     os.environ["PTB_TIMEDELTA"] = "1"  # what the entry point sets: durations as timedelta
+    _private_cache_folder()
+
+
+def _private_cache_folder() -> None:
+    """The run's own ~/.cache (packed weights, converted GGUF tokenizers), bots started by
+    tests included: a test's model must never land in, or be read from, the user's. The
+    compiled kernels are shared with the user's folder: they take a minute to build."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    kernels = base / "qwenbot" / "kernels"
+    kernels.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="qwenbot-test-cache-"))
+    (private / "qwenbot").mkdir()
+    (private / "qwenbot" / "kernels").symlink_to(kernels, target_is_directory=True)
+    os.environ["XDG_CACHE_HOME"] = str(private)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's private cache folder (the kernels it links to stay)."""
+    private = os.environ.get("XDG_CACHE_HOME", "")
+    if Path(private).name.startswith("qwenbot-test-cache-"):
+        shutil.rmtree(private, ignore_errors=True)  # removes the link, not its target
 
 
 @pytest.fixture(scope="session")

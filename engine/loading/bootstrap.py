@@ -7,13 +7,13 @@ taken, logged and recorded right where it happens below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.config import EffectiveConfig, EngineSettings, Quantization
+from engine.loading.checkpoint import release_free_memory
 from engine.loading.decode_loop import warm_up
 from engine.loading.fallbacks import Fallbacks
 from engine.loading.fingerprint import model_fingerprint
@@ -28,16 +28,21 @@ from engine.loading.machine import (
 from engine.loading.model_files import load_generation_config
 from engine.loading.model_source import ModelSource, find_model
 from engine.loading.native_backend import (
+    PackedCache,
     choose_scheme,
     load_native,
     native_problem,
     packed_widths,
 )
 from engine.loading.stages import ProgressCallback, Stages, no_progress
-from engine.loading.transformers_backend import compile_with_fallback, load_transformers
 from engine.native.cpu_features import cpu_has_vnni
 from engine.native.model import NativeDecoder
 from engine.text.prompt import stop_token_ids
+
+if TYPE_CHECKING:
+    # transformers' model classes cost ~1 s to import: only the transformers backend
+    # (imported where it is chosen) needs them, not the native decoder's start-up.
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -98,6 +103,7 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
     # 3. Tokenizer and config (a GGUF file carries both).
     with stages.stage(f"Loading tokenizer of {source.display_name}", (0.05, 0.15)) as stage:
         tokenizer, config = tokenizer_and_config(source)  # a GGUF's: converted once, kept
+        release_free_memory()  # parsing tokenizer.json leaves ~150 MB freed but resident
         stage.done = "loaded the tokenizer and config"
 
     # 4. Weights: on the native decoder where it runs, else transformers' model.
@@ -112,7 +118,9 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         # between matmuls made a Qwen3-0.6B step slower (41 ms against 35 ms eager), and
         # inductor's own int8 weight-only GEMV ran 5x slower than `_weight_int8pack_mm`.
         fallbacks.note("torch.compile", "no gain for the native decoder", "eager mode")
-    elif settings.compile and isinstance(model, PreTrainedModel):
+    elif settings.compile and not isinstance(model, NativeDecoder):  # transformers
+        from engine.loading.transformers_backend import compile_with_fallback  # noqa: PLC0415
+
         with stages.stage("Compiling (torch.compile, can take a minute)", (0.7, 0.9)) as stage:
             compiled = compile_with_fallback(model, tokenizer, fallbacks)
             stage.done = "compiled and warmed up" if compiled else "compile failed (eager mode)"
@@ -121,6 +129,7 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
     if settings.warmup and not compiled:
         with stages.stage("Warming up", (0.9, 1.0)) as stage:
             warm_up(model, tokenizer)
+            release_free_memory()  # the prompt pass's de-quantised layers, freed but resident
             stage.done = "warmed up"
 
     generation_config = getattr(model, "generation_config", None)
@@ -167,8 +176,12 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
         scheme = choose_scheme(quantization, dtype, reduce_range, fallbacks.note)
         # A quantised GGUF file keeps its own precision unless a scheme was asked for.
         keep_blocks = settings.quantization == "auto" and scheme in {"int8", "int4"}
+        cache = None
+        if settings.packed_cache_mb > 0:
+            fingerprint = model_fingerprint(source, getattr(config, "_commit_hash", None))
+            cache = PackedCache(fingerprint, settings.packed_cache_mb)
         with stages.stage(f"Loading weights ({scheme}, native decoder)", (0.15, 0.7)) as stage:
-            decoder = load_native(
+            decoder, kept = load_native(
                 source,
                 config,
                 scheme=scheme,
@@ -176,14 +189,18 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
                 reduce_range=reduce_range,
                 keep_blocks=keep_blocks,
                 progress=stage.advance,
+                cache=cache,
             )
             if keep_blocks and source.gguf_file:
                 scheme_name = f"{packed_widths(decoder)} (as in the GGUF file)"
             else:
                 scheme_name = scheme
-            stage.done = f"loaded weights ({scheme_name}, native decoder)"
+            where = ", mapped from the packed cache" if kept else ""
+            stage.done = f"loaded weights ({scheme_name}, native decoder{where})"
         return decoder, "native", scheme_name
     with stages.stage(f"Loading weights ({_name(dtype)})", (0.15, 0.7)) as stage:
+        from engine.loading.transformers_backend import load_transformers  # noqa: PLC0415
+
         model, effective = load_transformers(source, quantization, device, dtype, fallbacks)
         stage.done = f"loaded weights ({effective}, transformers)"
     return model, "transformers", effective

@@ -23,7 +23,6 @@ import torch
 from engine.errors import ModelLoadFailed
 from engine.loading.gguf_tensors import GGUFWeights, gguf_path
 from engine.loading.model_source import ModelSource
-from engine.loading.transformers_backend import load_weights
 from engine.native.packed_linear import BlockQuantized
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,9 @@ def checkpoint_fetch(
     files = safetensors_files(folder) if folder is not None else []
     if files:
         return SafetensorsReader(files)
+    # Imported here: transformers' model code costs ~1 s that safetensors and GGUF skip.
+    from engine.loading.transformers_backend import load_weights  # noqa: PLC0415
+
     model = load_weights(source, torch.device("cpu"), dtype)
     return state_dict_fetch(model)
 

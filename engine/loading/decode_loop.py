@@ -6,13 +6,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.native.kv_cache import KVCache
 from engine.native.model import NativeDecoder
+
+if TYPE_CHECKING:  # transformers' model classes cost ~1 s to import; the native path needs none
+    from transformers import DynamicCache, PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def token_stepper(
         native_cache = cache if cache is not None else model.new_cache(needed)
         native_cache.reset()
         return lambda ids: model.forward(torch.tensor(ids, dtype=torch.long), native_cache)
+    from transformers import DynamicCache  # noqa: PLC0415  (see TYPE_CHECKING above)
+
     hf_cache = DynamicCache(config=model.config)
     cache_arg = cache_argument(model)
     device = model.device
@@ -96,7 +101,7 @@ def decode_tokens(
     """
     generator: torch.Generator | None = None
     if params.temperature > 0.0:
-        device = model.device if isinstance(model, PreTrainedModel) else torch.device("cpu")
+        device = torch.device("cpu") if isinstance(model, NativeDecoder) else model.device
         generator = torch.Generator(device=device)
         generator.manual_seed(params.seed if params.seed is not None else torch.seed())
     with torch.inference_mode():
@@ -116,6 +121,15 @@ def warm_up(model: PreTrainedModel | NativeDecoder, tokenizer: PreTrainedTokeniz
     Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache
     lengths change, marks them dynamic and recompiles here, not in a user's first reply.
     """
+    if isinstance(model, NativeDecoder):
+        # Nothing compiles: one prompt long enough for the prompt path's GEMM (oneDNN sets up
+        # on its first call) and two decode steps (OpenMP's threads, every weight paged in)
+        # do it all; the compiled model's sixteen steps cost 0.4 s more at every start.
+        text = "Hello, how are you today? Tell me about yourself, and about the weather. " * 2
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
+        for _ in decode_tokens(model, prompt, SamplingParams(max_new_tokens=3), frozenset()):
+            pass
+        return
     for text in ("Hello", "Hello, how are you today? Tell me about yourself."):
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"] or [0]
         params = SamplingParams(max_new_tokens=8)

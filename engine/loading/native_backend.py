@@ -4,7 +4,7 @@ its fallbacks), and the checkpoint read into a NativeDecoder."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -13,6 +13,7 @@ from engine.errors import ModelLoadFailed
 from engine.loading.checkpoint import checkpoint_fetch, release_free_memory
 from engine.loading.model_source import ModelSource
 from engine.loading.native_weights import build_decoder
+from engine.loading.packed_cache import cache_path, load_cached, save_cached
 from engine.native.architecture import NativeConfig
 from engine.native.linear import Scheme, kernel_problem
 from engine.native.model import NativeDecoder
@@ -20,6 +21,14 @@ from engine.native.packed_linear import PackedLinear
 from engine.native.parts import UnsupportedArchitecture
 
 Fallback = Callable[[str, object, str], None]  # (what, why, instead)
+
+
+class PackedCache(NamedTuple):
+    """Where a model's packed weights may be kept: its identity and the folder's bound."""
+
+    fingerprint: str
+    limit_mb: int
+
 
 # When a scheme's kernel cannot run here (not in this torch build, or no C compiler for ours),
 # the next one that runs is used.
@@ -74,9 +83,19 @@ def load_native(
     reduce_range: bool,
     keep_blocks: bool,
     progress: Callable[[float], None],
-) -> NativeDecoder:
+    cache: PackedCache | None = None,
+) -> tuple[NativeDecoder, bool]:
     """Read the checkpoint into a NativeDecoder with the given (already checked) scheme; a
-    GGUF file's quantised blocks are kept in their own precision when keep_blocks."""
+    GGUF file's quantised blocks are kept in their own precision when keep_blocks. With a
+    cache, packed weights built before are mapped from it (or kept there once built).
+    Returns the decoder and whether it came from the cache."""
+    path = None
+    if cache is not None and scheme in {"int8", "int4"}:
+        path = cache_path(cache.fingerprint, f"{scheme} {dtype} {reduce_range} {keep_blocks}")
+        decoder = load_cached(path, config)
+        if decoder is not None:
+            progress(1.0)
+            return decoder, True
     fetch = checkpoint_fetch(source, config, dtype, keep_blocks=keep_blocks)
 
     def layer_done(fraction: float) -> None:
@@ -97,7 +116,9 @@ def load_native(
         raise ModelLoadFailed(message) from error
     del fetch
     release_free_memory()
-    return decoder
+    if path is not None and cache is not None:
+        save_cached(path, decoder, cache.limit_mb)
+    return decoder, False
 
 
 def packed_widths(decoder: NativeDecoder) -> str:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import huggingface_hub
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from engine.config import Quantization
 from engine.errors import ModelLoadFailed
@@ -24,17 +22,6 @@ from engine.loading.model_source import ModelSource, not_found, source_kwargs
 from engine.loading.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
 
 log = logging.getLogger(__name__)
-
-
-def quiet_libraries() -> None:
-    """For a terminal: no per-file progress bars, and only transformers' errors.
-
-    Its warnings are written for library users (one even claims GGUF weights stay packed
-    when they are de-quantised); what matters to a bot operator we log ourselves.
-    """
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    huggingface_hub.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def load_weights(

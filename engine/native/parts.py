@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.native.block_weights import full_precision
 from engine.native.linear import Int8Rows, Weight
@@ -28,6 +27,9 @@ def rope_frequencies(config: Any, head_dim: int) -> tuple[torch.Tensor, float]:
         theta = parameters.get("rope_theta") or getattr(config, "rope_theta", None) or 10000.0
         exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
         return (1.0 / (float(theta) ** exponents)).float(), 1.0
+    # Imported here: it pulls in transformers' model code (~0.4 s) for the rare rope types.
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: PLC0415
+
     if rope_type not in ROPE_INIT_FUNCTIONS:
         raise UnsupportedArchitecture(f"rope type '{rope_type}'")
     inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
@@ -81,6 +83,13 @@ class RMSNorm:
         self.weight = weight.float() * math.sqrt(size)
         self.floor = torch.tensor(math.sqrt(size * eps))
         self.dtype = dtype
+
+    @classmethod
+    def prepared(cls, weight: torch.Tensor, floor: torch.Tensor, dtype: torch.dtype) -> RMSNorm:
+        """A norm from another norm's weight and floor, as they are (no sqrt(n) again)."""
+        norm = cls.__new__(cls)
+        norm.weight, norm.floor, norm.dtype = weight, floor, dtype
+        return norm
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., n] -> normalised and scaled, in the activation dtype."""

@@ -9,7 +9,6 @@ reading a prompt whole: they still interleave, without the batching speed-up.
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache
 
 from engine.loading.bootstrap import LoadedModel
 from engine.loading.decode_loop import cache_argument, forward_last_logits, sample_token
@@ -42,6 +41,9 @@ class ModelRunner:
             generator.manual_seed(params.seed if params.seed is not None else torch.seed())
             sequence.generator = generator
         if not isinstance(self.model, NativeDecoder):
+            # Imported here: transformers' model code costs ~1 s that the native path skips.
+            from transformers import DynamicCache  # noqa: PLC0415
+
             sequence.state = DynamicCache(config=self.model.config)
             return
         needed = len(sequence.prompt_ids) + params.max_new_tokens
