@@ -14,7 +14,8 @@ the runs after it reuse that folder, as every later start does. Decode speed: qw
 own tok/s over a --decode-tokens answer, and `llama-bench -p 0 -n --decode-tokens -t
 --threads`, alternating too. llama.cpp tools: ../shared/tools/build-llama-cpp.sh (on a CPU
 with AMX its native build crashes on Q8_0; build it with -DGGML_NATIVE=OFF and the AVX-512
-flags, as the README says). Writes JSON to benchmarks/results/. Never part of the tests.
+flags, as the README says; its AMX build still runs llama-bench, the fastest decode there:
+give it as --llama-bench-bin). Writes JSON to benchmarks/results/. Never part of the tests.
 """
 
 from __future__ import annotations

@@ -199,6 +199,43 @@ async def test_cached_hub_model_loads_from_the_cache_alone(
     assert reply.stats.generated_tokens == 3
 
 
+async def test_a_hub_gguf_file_runs_on_the_native_decoder_in_its_own_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENGINE__MODEL=<repo> with ENGINE__GGUF_FILE: the file from the hub cache, its blocks
+    kept (SmolLM2's Q4_1 and Q8_0: 4 and 8 bits); the second start maps the packed weights."""
+    import shutil
+
+    import huggingface_hub
+
+    from tests.support.smollm2 import GGUF_NAME, smollm2_gguf
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / "models--qwenbot-tests--smollm2-gguf"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(smollm2_gguf(), repo / "snapshots" / commit / GGUF_NAME)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    settings = EngineSettings(
+        model="qwenbot-tests/smollm2-gguf", gguf_file=GGUF_NAME, cache_enabled=False, warmup=False
+    )
+    replies = []
+    for _ in range(2):
+        engine = Engine(settings)
+        with caplog.at_level(logging.INFO):
+            await engine.start()
+        try:
+            assert engine.effective.backend == "native"
+            assert engine.effective.quantization == "int4+int8 (as in the GGUF file)"
+            replies.append(await engine.generate(request("What is the capital of France?")))
+        finally:
+            await engine.close()
+    assert "Paris" in replies[0].text and replies[1].token_ids == replies[0].token_ids
+    assert "mapped from the packed cache" in caplog.text
+
+
 async def test_compiled_model_gives_the_same_greedy_tokens(engine_settings: EngineSettings) -> None:
     replies = {}
     for compiled in (False, True):
