@@ -17,7 +17,7 @@ from engine.loading.checkpoint import release_free_memory
 from engine.loading.decode_loop import warm_up
 from engine.loading.fallbacks import Fallbacks
 from engine.loading.fingerprint import model_fingerprint
-from engine.loading.gguf_files import tokenizer_and_config
+from engine.loading.kept_tokenizers import tokenizer_and_config
 from engine.loading.machine import (
     ThreadPlan,
     apply_threads,

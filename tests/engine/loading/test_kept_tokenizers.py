@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.loading import gguf_files
-from engine.loading.gguf_files import COMPLETE, entry_folder, tokenizer_and_config
+from engine.loading import kept_tokenizers
+from engine.loading.kept_tokenizers import COMPLETE, entry_folder, tokenizer_and_config
 from engine.loading.model_source import ModelSource
 from tests.support.smollm2 import smollm2_gguf
 
@@ -29,9 +29,9 @@ def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     entry = entry_folder(source)
     assert entry.parent == tmp_path / "qwenbot" / "gguf" and (entry / COMPLETE).is_file()
 
-    real_tokenizer, real_config = gguf_files.load_tokenizer, gguf_files.load_config
-    monkeypatch.setattr(gguf_files, "load_tokenizer", _refuse)
-    monkeypatch.setattr(gguf_files, "load_config", _refuse)
+    real_tokenizer, real_config = kept_tokenizers.load_tokenizer, kept_tokenizers.load_config
+    monkeypatch.setattr(kept_tokenizers, "load_tokenizer", _refuse)
+    monkeypatch.setattr(kept_tokenizers, "load_config", _refuse)
     kept, kept_config = tokenizer_and_config(source)  # the next start: read back, not converted
     prompt = converted.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     assert kept.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == prompt
@@ -42,8 +42,8 @@ def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     }
 
     (entry / "tokenizer.json").write_text("{damaged")  # a disk fault
-    monkeypatch.setattr(gguf_files, "load_tokenizer", real_tokenizer)
-    monkeypatch.setattr(gguf_files, "load_config", real_config)
+    monkeypatch.setattr(kept_tokenizers, "load_tokenizer", real_tokenizer)
+    monkeypatch.setattr(kept_tokenizers, "load_config", real_config)
     with caplog.at_level(logging.WARNING):
         again, _ = tokenizer_and_config(source)
     assert "damaged" in caplog.text
