@@ -1,9 +1,13 @@
-"""A local GGUF file's tokenizer and config, converted from its metadata once and kept.
+"""A model's tokenizer (and a GGUF file's config) kept ready to read, converted once.
 
 transformers rebuilds a GGUF file's tokenizer from the metadata on every start (3.2 s for
-SmolLM2-135M's 98 MB file on 2 cores) and parses the metadata again for the config (2.5 s).
-Saved once as ordinary files, keyed by the file's fingerprint, they load in about 0.1 s.
-The entry is derived data: a damaged one is deleted (with a warning) and converted again.
+SmolLM2-135M's 98 MB file on 2 cores, ~20 s for Qwen3's 151k-token vocabulary) and parses
+the metadata again for the config. A folder's tokenizer is rebuilt by its model's class from
+vocabulary and merges (Qwen3: 1.5 s). Kept once as the tokenizer's own tokenizer.json (with
+its added tokens noted) and read back as it is, either takes 0.5 s. Only for the
+architectures the native decoder runs, whose tokenizers live wholly in tokenizer.json; and
+only when reading the kept files back gives the same ids, text and chat prompt. Entries are
+keyed by the model's fingerprint; a damaged one is deleted (with a warning) and rebuilt.
 """
 
 from __future__ import annotations
@@ -24,68 +28,102 @@ from engine.loading.fingerprint import model_fingerprint
 from engine.loading.gguf_tensors import gguf_path
 from engine.loading.model_files import load_config, load_tokenizer
 from engine.loading.model_source import ModelSource
+from engine.native.architecture import SUPPORTED_TYPES
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "qwenbot-complete"  # written last: an entry without it is half-written
+PROBE = "Hello, world! Xin chào 🌍 <|im_start|>  two  spaces\n\tand 12345."
 
 
 def cache_folder() -> Path:
-    """Where converted GGUF metadata is kept."""
+    """Where kept tokenizers are."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qwenbot" / "gguf"
+    return Path(base) / "qwenbot" / "tokenizers"
 
 
-def entry_folder(source: ModelSource) -> Path:
-    """The cache entry of one GGUF file (its fingerprint: name, size, mtime, both ends)."""
-    key = hashlib.sha256(model_fingerprint(source, None).encode()).hexdigest()[:24]
+def entry_folder(source: ModelSource, commit: str | None = None) -> Path:
+    """The cache entry of one model (its fingerprint: for files their names, sizes, times
+    and both ends; for a hub model its commit)."""
+    key = hashlib.sha256(model_fingerprint(source, commit).encode()).hexdigest()[:24]
     return cache_folder() / key
 
 
 def tokenizer_and_config(source: ModelSource) -> tuple[PreTrainedTokenizerBase, Any]:
-    """The tokenizer and config of a model: for a GGUF file (a hub one once downloaded) from
-    the cache entry, converted and saved there the first time; else from its files."""
-    if not source.gguf_file:
-        return load_tokenizer(source), load_config(source)
-    if not source.is_local:  # the weights stage needs the file too: fetch it now
+    """The tokenizer and config of a model, the tokenizer (and a GGUF file's config) from
+    its kept entry when there is one, else converted and kept for the next start."""
+    config, commit = None, None
+    if source.gguf_file and not source.is_local:  # the weights stage needs the file too
         path = gguf_path(source)
         source = ModelSource(str(path.parent), path.name, True, None)
-    folder = entry_folder(source)
+    if not source.gguf_file:
+        config = load_config(source)  # a folder's config.json: quick
+        commit = getattr(config, "_commit_hash", None) or source.commit
+        if getattr(config, "model_type", None) not in SUPPORTED_TYPES or not (
+            source.is_local or commit
+        ):
+            return load_tokenizer(source), config
+    folder = entry_folder(source, commit)
     if (folder / COMPLETE).is_file():
         try:
-            # The entry's tokenizer.json is the whole converted tokenizer: read as it is, not
-            # rebuilt by the model's tokenizer class from vocabulary and merges (Qwen3's
-            # 151k: 1.5 s against 0.9; the same ids, text and template on every test string).
+            # Read as it is, not rebuilt by the model's tokenizer class (see above).
             kept: PreTrainedTokenizerBase = PreTrainedTokenizerFast.from_pretrained(folder)
-            kept_config = AutoConfig.from_pretrained(folder)
-            kept_config.name_or_path = source.location  # as if read from the file itself
-            return kept, kept_config
+            if config is None:  # a GGUF file's, converted from its metadata
+                config = AutoConfig.from_pretrained(folder)
+                config.name_or_path = source.location  # as if read from the file itself
+            return kept, config
         # The Rust tokenizers library reports a damaged tokenizer.json as a plain Exception.
         except Exception as error:  # noqa: BLE001
-            log.warning("the converted tokenizer of %s was damaged (%s); converting it again",
+            log.warning("the kept tokenizer of %s was damaged (%s); converting it again",
                         source.display_name, error)  # fmt: skip
             shutil.rmtree(folder, ignore_errors=True)
-    tokenizer, config = load_tokenizer(source), load_config(source)
-    try:
-        _save(folder, tokenizer, config)
-    except OSError as error:  # a read-only or full disk: the next start converts again
-        log.warning("could not keep the converted tokenizer in %s: %s", folder.parent, error)
+    tokenizer = load_tokenizer(source)
+    if config is None:
+        config = load_config(source)
+    if tokenizer.is_fast:
+        try:
+            _save(folder, tokenizer, config if source.gguf_file else None)
+        except OSError as error:  # a read-only or full disk: the next start converts again
+            log.warning("could not keep the tokenizer in %s: %s", folder.parent, error)
     return tokenizer, config
 
 
-def _save(folder: Path, tokenizer: PreTrainedTokenizerBase, config: Any) -> None:
-    """Write the entry beside its place and rename it in, so no start reads half of it."""
+def _save(folder: Path, tokenizer: PreTrainedTokenizerBase, config: Any | None) -> None:
+    """Write the entry beside its place and rename it in, so no start reads half of it;
+    kept only when it reads back as the same tokenizer."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
     try:
         tokenizer.save_pretrained(scratch)
         _note_added_tokens(scratch / "tokenizer_config.json", tokenizer)
-        config.save_pretrained(scratch)
+        if config is not None:
+            config.save_pretrained(scratch)
+        if not _same(tokenizer, PreTrainedTokenizerFast.from_pretrained(scratch)):
+            log.info("%s's tokenizer does not read back alike; not kept", folder.name)
+            return
         (scratch / COMPLETE).write_text("1")
         shutil.rmtree(folder, ignore_errors=True)  # a half-written entry from a crash
         os.replace(scratch, folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _same(made: PreTrainedTokenizerBase, kept: PreTrainedTokenizerBase) -> bool:
+    """Whether the kept tokenizer encodes, decodes and renders chats as the model's own."""
+    ids = made(PROBE)["input_ids"]
+    if kept(PROBE)["input_ids"] != ids or kept.decode(ids) != made.decode(ids):
+        return False
+    if (kept.eos_token_id, kept.bos_token_id, kept.pad_token_id) != (
+        made.eos_token_id, made.bos_token_id, made.pad_token_id,
+    ):  # fmt: skip
+        return False
+    if not getattr(made, "chat_template", None):
+        return not getattr(kept, "chat_template", None)
+    turns = [{"role": "user", "content": PROBE}]
+    return bool(
+        kept.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        == made.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    )
 
 
 def _note_added_tokens(config_file: Path, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -16,8 +16,8 @@ from gguf import quants
 from engine.errors import ModelLoadFailed
 from engine.loading.checkpoint import SafetensorsReader, state_dict_fetch
 from engine.loading.gguf_blocks import exact_blocks
-from engine.loading.kept_tokenizers import tokenizer_and_config
 from engine.loading.gguf_tensors import GGUFMatrix, GGUFWeights
+from engine.loading.kept_tokenizers import tokenizer_and_config
 from engine.loading.model_source import ModelSource
 from engine.loading.native_weights import build_decoder
 from engine.native.linear import Scheme

@@ -1,4 +1,5 @@
-"""A GGUF file's tokenizer and config: converted from its metadata once, then read back."""
+"""Tokenizers kept ready: a GGUF file's converted from its metadata once, a folder's read
+once through its model's class; both read back as they are at the next start."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     source = ModelSource(str(gguf.parent), gguf.name, True, None)
     converted, config = tokenizer_and_config(source)
     entry = entry_folder(source)
-    assert entry.parent == tmp_path / "qwenbot" / "gguf" and (entry / COMPLETE).is_file()
+    assert entry.parent == tmp_path / "qwenbot" / "tokenizers" and (entry / COMPLETE).is_file()
 
     real_tokenizer, real_config = kept_tokenizers.load_tokenizer, kept_tokenizers.load_config
     monkeypatch.setattr(kept_tokenizers, "load_tokenizer", _refuse)
@@ -49,3 +50,35 @@ def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     assert "damaged" in caplog.text
     assert again(prompt)["input_ids"] == converted(prompt)["input_ids"]
     assert (entry / COMPLETE).is_file() and "{damaged" not in (entry / "tokenizer.json").read_text()
+
+
+def test_a_folders_tokenizer_is_kept_and_read_back_alike(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    source = ModelSource(str(tiny_model_dir), None, True, None)
+    own, config = tokenizer_and_config(source)  # the model's class (Qwen2Tokenizer)
+    assert (entry_folder(source) / COMPLETE).is_file()
+    monkeypatch.setattr(kept_tokenizers, "load_tokenizer", _refuse)
+    kept, kept_config = tokenizer_and_config(source)
+    assert type(kept).__name__ != type(own).__name__  # read as it is, not rebuilt
+    prompt = own.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    assert kept.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == prompt
+    assert kept(prompt)["input_ids"] == own(prompt)["input_ids"]
+    assert kept.decode(own(prompt)["input_ids"]) == prompt
+    assert kept.eos_token_id == own.eos_token_id and kept_config.to_dict() == config.to_dict()
+
+
+def test_other_architectures_keep_their_own_tokenizer_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    from tests.support.tiny_qwen import build_qwen_tokenizer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "gpt2-like"
+    transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(folder)
+    build_qwen_tokenizer().save_pretrained(folder)
+    tokenizer_and_config(ModelSource(str(folder), None, True, None))
+    assert not (tmp_path / "cache" / "qwenbot" / "tokenizers").exists()
