@@ -19,7 +19,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
 # value type -> struct format of a scalar (8: string, 9: array are read apart)
-_SCALARS = {
+SCALARS = {
     0: "B",
     1: "b",
     2: "H",
@@ -32,7 +32,7 @@ _SCALARS = {
     11: "q",
     12: "d",
 }
-_STRING, _ARRAY = 8, 9
+STRING, ARRAY = 8, 9
 _KEPT = {"general.architecture", "general.alignment", "general.file_type", "general.name"}
 
 
@@ -60,7 +60,7 @@ class GGUFIndex:
     metadata: dict[str, object]
 
 
-class _Cursor:
+class Cursor:
     """Reads little-endian values from a mapped file, moving forward."""
 
     def __init__(self, data: mmap.mmap) -> None:
@@ -87,25 +87,25 @@ class _Cursor:
         self.at += 8 + struct.unpack_from("<Q", self.data, self.at)[0]
 
     def value(self, kind: int) -> object:
-        if kind == _STRING:
+        if kind == STRING:
             return self.string()
-        if kind == _ARRAY:
+        if kind == ARRAY:
             self.skip_array()
             return None
-        if kind not in _SCALARS:
+        if kind not in SCALARS:
             raise GGUFFormatError(f"unknown metadata value type {kind}")
-        return self.read(_SCALARS[kind])
+        return self.read(SCALARS[kind])
 
     def skip_array(self) -> None:
         kind, count = self.count("I"), self.count()
-        if kind == _STRING:
+        if kind == STRING:
             for _ in range(count):  # each string says its own length
                 self.skip_string()
-        elif kind == _ARRAY:
+        elif kind == ARRAY:
             for _ in range(count):
                 self.skip_array()
-        elif kind in _SCALARS:
-            self.at += count * struct.calcsize(_SCALARS[kind])
+        elif kind in SCALARS:
+            self.at += count * struct.calcsize(SCALARS[kind])
         else:
             raise GGUFFormatError(f"unknown metadata array type {kind}")
 
@@ -122,7 +122,7 @@ def read_index(path: Path) -> GGUFIndex:
 def _parse(path: Path, data: mmap.mmap) -> GGUFIndex:
     if data[:4] != _MAGIC:
         raise GGUFFormatError(f"{path.name} does not start with the GGUF magic")
-    cursor = _Cursor(data)
+    cursor = Cursor(data)
     cursor.at = 4
     version = cursor.count("I")
     if version not in {2, 3}:

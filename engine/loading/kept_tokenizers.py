@@ -24,7 +24,10 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedTokenizerFast
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from engine.errors import ModelLoadFailed
 from engine.loading.fingerprint import model_fingerprint
+from engine.loading.gguf_index import GGUFFormatError
+from engine.loading.gguf_metadata import fast_metadata_reader
 from engine.loading.gguf_tensors import gguf_path
 from engine.loading.model_files import load_config, load_tokenizer
 from engine.loading.model_source import ModelSource
@@ -77,15 +80,28 @@ def tokenizer_and_config(source: ModelSource) -> tuple[PreTrainedTokenizerBase, 
             log.warning("the kept tokenizer of %s was damaged (%s); converting it again",
                         source.display_name, error)  # fmt: skip
             shutil.rmtree(folder, ignore_errors=True)
-    tokenizer = load_tokenizer(source)
     if config is None:
-        config = load_config(source)
+        tokenizer, config = _convert_gguf(source)
+    else:
+        tokenizer = load_tokenizer(source)
     if tokenizer.is_fast:
         try:
             _save(folder, tokenizer, config if source.gguf_file else None)
         except OSError as error:  # a read-only or full disk: the next start converts again
             log.warning("could not keep the tokenizer in %s: %s", folder.parent, error)
     return tokenizer, config
+
+
+def _convert_gguf(source: ModelSource) -> tuple[PreTrainedTokenizerBase, Any]:
+    """A GGUF file's tokenizer and config by transformers, its metadata read by our reader
+    (Qwen3-0.6B Q8_0: 20 s -> 3 s); by the gguf package's own if that fails."""
+    try:
+        with fast_metadata_reader():
+            return load_tokenizer(source), load_config(source)
+    except (ModelLoadFailed, GGUFFormatError, AttributeError, TypeError, IndexError) as error:
+        log.info("reading %s's metadata fast failed (%s); reading it with the gguf package",
+                 source.display_name, error)  # fmt: skip
+        return load_tokenizer(source), load_config(source)
 
 
 def _save(folder: Path, tokenizer: PreTrainedTokenizerBase, config: Any | None) -> None:

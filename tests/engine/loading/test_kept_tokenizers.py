@@ -82,3 +82,21 @@ def test_other_architectures_keep_their_own_tokenizer_class(
     build_qwen_tokenizer().save_pretrained(folder)
     tokenizer_and_config(ModelSource(str(folder), None, True, None))
     assert not (tmp_path / "cache" / "qwenbot" / "tokenizers").exists()
+
+
+def test_gguf_metadata_read_fast_converts_alike() -> None:
+    """transformers' conversion with our metadata reader standing in for the gguf package's:
+    the same config, vocabulary, special tokens, chat template and ids."""
+    from engine.loading.gguf_metadata import fast_metadata_reader
+    from engine.loading.model_files import load_config, load_tokenizer
+
+    gguf = smollm2_gguf()
+    source = ModelSource(str(gguf.parent), gguf.name, True, None)
+    with fast_metadata_reader():
+        fast, fast_config = load_tokenizer(source), load_config(source)
+    slow, slow_config = load_tokenizer(source), load_config(source)
+    assert fast_config.to_dict() == slow_config.to_dict()
+    assert fast.get_vocab() == slow.get_vocab() and fast.chat_template == slow.chat_template
+    assert fast.all_special_tokens == slow.all_special_tokens
+    prompt = slow.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    assert fast(prompt)["input_ids"] == slow(prompt)["input_ids"]
