@@ -20,6 +20,8 @@ from engine.native.kernel_builder import pointer
 
 Bits = Literal[8, 4]
 
+# Changing the packed layout (these, or packed_layout.h) must bump LAYOUT_VERSION in
+# engine/loading/packed_cache.py: weights kept on disk in the old layout are then not read.
 TILE = 16  # TILE in packed_linear.c: rows interleaved together
 BLOCK = 32  # BLOCK in packed_linear.c: weights per scale
 CHUNK_ROWS = 8192  # rows quantised at a time (a multiple of TILE)
