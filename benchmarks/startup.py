@@ -126,7 +126,7 @@ def measure(model: Path, args: argparse.Namespace, is_gguf: bool) -> dict[str, A
         our_decode.append(qwenbot(model, args.decode_tokens, cache, args.threads)["tok_s"])
         if is_gguf and args.llama_bin:
             their_decode.append(
-                llama_decode(args.llama_bin, model, args.decode_tokens, args.threads)
+                llama_decode(args.llama_bench_bin, model, args.decode_tokens, args.threads)
             )
     result: dict[str, Any] = {
         "model": str(model),
@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument(
         "--llama-bin", type=Path, default=DEFAULT_LLAMA if DEFAULT_LLAMA.is_dir() else None
     )
+    parser.add_argument(
+        "--llama-bench-bin", type=Path, default=None, help="llama-bench's folder (--llama-bin)"
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=16, help="the answer's length")
     parser.add_argument("--decode-tokens", type=int, default=64)
@@ -187,6 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.gguf and not args.folder:
         parser.error("give at least one --gguf or --folder")
+    args.llama_bench_bin = args.llama_bench_bin or args.llama_bin
     results = [measure(path.expanduser(), args, is_gguf=True) for path in args.gguf]
     results += [measure(path.expanduser(), args, is_gguf=False) for path in args.folder]
     for result in results:
