@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,25 @@ def test_an_env_file_named_after_the_command_is_the_one_read(
     option = ["--env-file", str(env_file)]
     assert main([*option, "chat"] if where == "before" else ["chat", *option]) == 2
     assert "Invalid setting ENGINE__DTYPE='fp17'" in capsys.readouterr().err
+
+
+def _exit_now_in_child(body: str) -> subprocess.CompletedProcess[str]:
+    script = f"import threading, time\nfrom bot.__main__ import exit_now\n{body}"
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_quick_exit_says_everything_written_and_keeps_the_code() -> None:
+    done = _exit_now_in_child("print('the last line', end='')\nexit_now(4)")
+    assert (done.returncode, done.stdout) == (4, "the last line")
+
+
+def test_the_quick_exit_waits_for_a_thread_still_working() -> None:
+    body = (
+        "worker = threading.Thread(target=lambda: (time.sleep(0.3), print('saved')))\n"
+        "worker.start()\n"
+        "exit_now(3)"
+    )
+    done = _exit_now_in_child(body)
+    assert (done.returncode, done.stdout) == (3, "saved\n")
