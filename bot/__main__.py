@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     # python-telegram-bot's future duration type, opted into now: its RetryAfter otherwise
     # warns on every 429 the rate limiter waits out.
     os.environ.setdefault("PTB_TIMEDELTA", "1")
-    from engine import EngineError, quiet_libraries  # noqa: PLC0415  (transformers loads here)
+    from engine import EngineError, quiet_libraries  # noqa: PLC0415  (torch loads here)
 
     quiet_libraries()
     try:

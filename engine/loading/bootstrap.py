@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.config import EffectiveConfig, EngineSettings, Quantization
 from engine.loading.checkpoint import release_free_memory
@@ -34,6 +33,7 @@ from engine.loading.native_backend import (
     native_problem,
     packed_widths,
 )
+from engine.loading.plain_entry import end_ids_of
 from engine.loading.stages import ProgressCallback, Stages, no_progress
 from engine.native.cpu_features import cpu_has_vnni
 from engine.native.model import NativeDecoder
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     # (imported where it is chosen) needs them, not the native decoder's start-up.
     from transformers import PreTrainedModel
 
+    from engine.text.tokenizing import TextTokenizer
+
 
 @dataclass
 class LoadedModel:
@@ -51,7 +53,7 @@ class LoadedModel:
 
     model: PreTrainedModel | NativeDecoder
     config: Any  # the transformers config
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: TextTokenizer
     source: ModelSource
     device: torch.device
     dtype: torch.dtype
@@ -102,7 +104,10 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
 
     # 3. Tokenizer and config (a GGUF file carries both).
     with stages.stage(f"Loading tokenizer of {source.display_name}", (0.05, 0.15)) as stage:
-        tokenizer, config = tokenizer_and_config(source)  # a GGUF's: converted once, kept
+        # Where the native decoder will run, a kept tokenizer is read without transformers.
+        plain = settings.backend != "transformers" and settings.quantization != "bnb8"
+        files = tokenizer_and_config(source, plain=plain and device.type == "cpu")
+        tokenizer, config = files.tokenizer, files.config
         release_free_memory()  # parsing tokenizer.json leaves ~150 MB freed but resident
         stage.done = "loaded the tokenizer and config"
 
@@ -132,9 +137,13 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
             release_free_memory()  # the prompt pass's de-quantised layers, freed but resident
             stage.done = "warmed up"
 
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is None:
-        generation_config = load_generation_config(source, config)
+    generation_config = getattr(model, "generation_config", None)  # transformers' model's
+    if generation_config is not None:
+        end_ids = end_ids_of(generation_config.eos_token_id)
+    elif files.end_ids is not None:  # kept with the tokenizer
+        end_ids = files.end_ids
+    else:
+        end_ids = end_ids_of(load_generation_config(source, config).eos_token_id)
     stages.ready()
     return LoadedModel(
         model=model,
@@ -148,7 +157,7 @@ def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress
         compiled=compiled,
         threads=threads,
         fingerprint=model_fingerprint(source, getattr(config, "_commit_hash", None)),
-        stop_ids=stop_token_ids(tokenizer, generation_config),
+        stop_ids=stop_token_ids(tokenizer, end_ids),
         fallbacks=fallbacks.lines,
     )
 

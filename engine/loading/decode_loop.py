@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.native.kv_cache import KVCache
 from engine.native.model import NativeDecoder
 
 if TYPE_CHECKING:  # transformers' model classes cost ~1 s to import; the native path needs none
     from transformers import DynamicCache, PreTrainedModel
+
+    from engine.text.tokenizing import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def decode_tokens(
             logits = step([token])
 
 
-def warm_up(model: PreTrainedModel | NativeDecoder, tokenizer: PreTrainedTokenizerBase) -> None:
+def warm_up(model: PreTrainedModel | NativeDecoder, tokenizer: TextTokenizer) -> None:
     """Run a few decode steps so lazy initialisation (and compilation) happens before users.
 
     Two prompt lengths and several steps each: a compiled forward pass sees prompt and cache

@@ -8,11 +8,10 @@ compiles the forward pass, each step with its fallback.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from engine.config import Quantization
 from engine.errors import ModelLoadFailed
@@ -20,6 +19,9 @@ from engine.loading.decode_loop import warm_up
 from engine.loading.fallbacks import Fallbacks
 from engine.loading.model_source import ModelSource, not_found, source_kwargs
 from engine.loading.quantize import bitsandbytes_config, convert_to_int8, int8_kernel_works
+
+if TYPE_CHECKING:
+    from engine.text.tokenizing import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def load_transformers(
 
 
 def compile_with_fallback(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, fallbacks: Fallbacks
+    model: PreTrainedModel, tokenizer: TextTokenizer, fallbacks: Fallbacks
 ) -> bool:
     """Compile the forward pass and prove it with a warm-up; eager again on failure.
     True when the compiled forward pass is in use (and warmed up)."""

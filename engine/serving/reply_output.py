@@ -6,13 +6,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from engine.events import Finished, FinishReason, ReplyStats, Started, TokenText
 from engine.loading.decode_loop import SamplingParams
 from engine.text.detokenizer import IncrementalDetokenizer
 from engine.text.think_filter import ThinkFilter
+
+if TYPE_CHECKING:
+    from engine.text.tokenizing import TextTokenizer
 
 
 @dataclass(eq=False)
@@ -32,9 +34,7 @@ class Job:
 class ReplyOutput:
     """Turns a job's sampled tokens into Started, TokenText... and Finished events."""
 
-    def __init__(
-        self, job: Job, tokenizer: PreTrainedTokenizerBase, stop_ids: frozenset[int]
-    ) -> None:
+    def __init__(self, job: Job, tokenizer: TextTokenizer, stop_ids: frozenset[int]) -> None:
         self.job = job
         self.stop_ids = frozenset() if job.params.ignore_stop else stop_ids
         self.token_ids: list[int] = []  # generated, stop token excluded

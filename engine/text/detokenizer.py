@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.text.tokenizing import TextTokenizer
 
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -15,7 +18,7 @@ class IncrementalDetokenizer:
     the way text-generation-inference does it.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, tokenizer: TextTokenizer) -> None:
         self._tokenizer = tokenizer
         self._ids: list[int] = []
         self._prefix_offset = 0

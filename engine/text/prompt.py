@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-
-from transformers import GenerationConfig
-from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from engine.events import ChatTurn
 from engine.text.think_filter import OPEN_TAG
+
+if TYPE_CHECKING:
+    from engine.text.tokenizing import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ _PLAIN_FORMAT = {"system": "System", "user": "User", "assistant": "Assistant"}
 
 
 def render_chat(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[ChatTurn], enable_thinking: bool
+    tokenizer: TextTokenizer, messages: Sequence[ChatTurn], enable_thinking: bool
 ) -> str:
     """The prompt text for the next assistant turn."""
     conversation = [{"role": turn.role, "content": turn.content} for turn in messages]
@@ -70,22 +71,16 @@ def prompt_opens_think(prompt_text: str) -> bool:
     return prompt_text.rstrip().endswith(OPEN_TAG)
 
 
-def template_version(tokenizer: PreTrainedTokenizerBase) -> str:
+def template_version(tokenizer: TextTokenizer) -> str:
     """A short digest of the chat template: a new template must not reuse cached replies."""
     template = getattr(tokenizer, "chat_template", None) or "plain"
     return hashlib.sha256(str(template).encode("utf-8")).hexdigest()[:16]
 
 
-def stop_token_ids(
-    tokenizer: PreTrainedTokenizerBase, generation_config: GenerationConfig | None
-) -> frozenset[int]:
-    """The model's end-of-turn tokens: generation config, tokenizer eos, known markers."""
-    ids: set[int] = set()
-    eos = getattr(generation_config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif isinstance(eos, list | tuple):
-        ids.update(int(i) for i in eos)
+def stop_token_ids(tokenizer: TextTokenizer, generation_end_ids: Iterable[int]) -> frozenset[int]:
+    """The model's end-of-turn tokens: its generation config's, the tokenizer's eos and the
+    known markers in its vocabulary."""
+    ids = set(generation_end_ids)
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     for token in _END_OF_TURN:  # looked up one by one: get_vocab() builds 151k entries (0.1 s)
@@ -98,7 +93,7 @@ def stop_token_ids(
     return frozenset(ids)
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt_text: str) -> list[int]:
+def encode_prompt(tokenizer: TextTokenizer, prompt_text: str) -> list[int]:
     """Token ids of a rendered prompt (a chat template already holds any BOS token)."""
     templated = bool(getattr(tokenizer, "chat_template", None))
     ids: list[int] = tokenizer(prompt_text, add_special_tokens=not templated)["input_ids"]

@@ -193,7 +193,8 @@ def test_real_smollm2_gguf_answers_like_its_dequantised_weights() -> None:
     from tests.support.smollm2 import smollm2_gguf
 
     path = smollm2_gguf()
-    tokenizer, config = tokenizer_and_config(ModelSource(str(path.parent), path.name, True, None))
+    files = tokenizer_and_config(ModelSource(str(path.parent), path.name, True, None))
+    tokenizer, config = files.tokenizer, files.config
     reference = transformers.AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.loading import kept_tokenizers
 from engine.loading.kept_tokenizers import COMPLETE, entry_folder, tokenizer_and_config
 from engine.loading.model_source import ModelSource
+from engine.loading.plain_entry import ModelFiles
 from tests.support.smollm2 import smollm2_gguf
 
 MESSAGES = [{"role": "user", "content": "Thủ đô của Pháp là gì?"}]
@@ -20,20 +22,24 @@ def _refuse(*_: object) -> None:
     raise AssertionError("the GGUF metadata was converted again")
 
 
+def _pair(files: ModelFiles) -> tuple[Any, Any]:
+    return files.tokenizer, files.config
+
+
 def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     gguf = smollm2_gguf()
     source = ModelSource(str(gguf.parent), gguf.name, True, None)
-    converted, config = tokenizer_and_config(source)
+    converted, config = _pair(tokenizer_and_config(source))
     entry = entry_folder(source)
     assert entry.parent == tmp_path / "qwenbot" / "tokenizers" and (entry / COMPLETE).is_file()
 
     real_tokenizer, real_config = kept_tokenizers.load_tokenizer, kept_tokenizers.load_config
     monkeypatch.setattr(kept_tokenizers, "load_tokenizer", _refuse)
     monkeypatch.setattr(kept_tokenizers, "load_config", _refuse)
-    kept, kept_config = tokenizer_and_config(source)  # the next start: read back, not converted
+    kept, kept_config = _pair(tokenizer_and_config(source))  # the next start: read back
     prompt = converted.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     assert kept.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == prompt
     assert kept(prompt)["input_ids"] == converted(prompt)["input_ids"]
@@ -46,7 +52,7 @@ def test_a_gguf_tokenizer_is_converted_once_then_read_back(
     monkeypatch.setattr(kept_tokenizers, "load_tokenizer", real_tokenizer)
     monkeypatch.setattr(kept_tokenizers, "load_config", real_config)
     with caplog.at_level(logging.WARNING):
-        again, _ = tokenizer_and_config(source)
+        again = tokenizer_and_config(source).tokenizer
     assert "damaged" in caplog.text
     assert again(prompt)["input_ids"] == converted(prompt)["input_ids"]
     assert (entry / COMPLETE).is_file() and "{damaged" not in (entry / "tokenizer.json").read_text()
@@ -57,10 +63,10 @@ def test_a_folders_tokenizer_is_kept_and_read_back_alike(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     source = ModelSource(str(tiny_model_dir), None, True, None)
-    own, config = tokenizer_and_config(source)  # the model's class (Qwen2Tokenizer)
+    own, config = _pair(tokenizer_and_config(source))  # the model's class (Qwen2Tokenizer)
     assert (entry_folder(source) / COMPLETE).is_file()
     monkeypatch.setattr(kept_tokenizers, "load_tokenizer", _refuse)
-    kept, kept_config = tokenizer_and_config(source)
+    kept, kept_config = _pair(tokenizer_and_config(source))
     assert type(kept).__name__ != type(own).__name__  # read as it is, not rebuilt
     prompt = own.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     assert kept.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) == prompt
