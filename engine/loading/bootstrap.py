@@ -52,7 +52,7 @@ class LoadedModel:
     """The model and everything the worker needs to run it."""
 
     model: PreTrainedModel | NativeDecoder
-    config: Any  # the transformers config
+    config: Any  # transformers' config, or a PlainConfig with its attributes
     tokenizer: TextTokenizer
     source: ModelSource
     device: torch.device
