@@ -27,7 +27,7 @@ from engine.loading.decode_loop import SamplingParams
 from engine.loading.stages import ProgressCallback, no_progress
 from engine.serving.prefix_cache import PrefixCache
 from engine.serving.reply_output import Job
-from engine.serving.response_cache import CachedReply, ResponseCache, reply_key
+from engine.serving.response_cache import CachedReply, ResponseCache, as_cached, reply_key
 from engine.serving.stats import EngineStats, StatsSnapshot
 from engine.serving.worker import Failed, Worker, WorkerLimits
 from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
@@ -180,7 +180,7 @@ class Engine:
                     shared = await asyncio.shield(leader)
                     if shared is None:
                         continue  # the first one failed or was cancelled: run it ourselves
-                    async for event in self._replay(_as_cached(shared), submitted):
+                    async for event in self._replay(as_cached(shared), submitted):
                         yield event
                     return
             # aclosing: when our consumer stops, the job is withdrawn now, not when collected.
@@ -223,7 +223,7 @@ class Engine:
             cache_hit=True,
         )
         self.stats.record_reply(stats)
-        yield Finished(cached.text, stats, "cached")
+        yield Finished(cached.text, stats, cached.finish_reason)  # stats.cache_hit says cached
 
     async def _run(
         self,
@@ -288,10 +288,4 @@ class Engine:
 
     def _store(self, key: str, finished: Finished) -> None:
         if self._cache is not None and self._cache.available:
-            stats = finished.stats
-            self._cache.put(key, finished.text, stats.prompt_tokens, stats.generated_tokens)
-
-
-def _as_cached(finished: Finished) -> CachedReply:
-    stats = finished.stats
-    return CachedReply(finished.text, stats.prompt_tokens, stats.generated_tokens, time.time())
+            self._cache.put(key, as_cached(finished))

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import diskcache
 
@@ -15,6 +15,7 @@ from engine.serving.json_store import STORE_ERRORS, dumps, open_json_store, read
 from engine.text.prompt import template_version
 
 if TYPE_CHECKING:
+    from engine.events import Finished
     from engine.loading.bootstrap import LoadedModel
     from engine.loading.decode_loop import SamplingParams
 
@@ -58,6 +59,7 @@ class CachedReply:
     prompt_tokens: int
     generated_tokens: int
     created_at: float
+    finish_reason: Literal["stop", "length"] = "stop"  # why the run that made it ended
 
 
 def _reply(data: Any) -> CachedReply:
@@ -66,6 +68,20 @@ def _reply(data: Any) -> CachedReply:
         prompt_tokens=int(data["prompt_tokens"]),
         generated_tokens=int(data["generated_tokens"]),
         created_at=float(data["created_at"]),
+        # Entries kept before the reason was: "stop" (a reply cut at the limit says "length").
+        finish_reason="length" if data.get("finish_reason") == "length" else "stop",
+    )
+
+
+def as_cached(finished: Finished) -> CachedReply:
+    """A finished reply as the cache keeps it."""
+    stats = finished.stats
+    return CachedReply(
+        finished.text,
+        stats.prompt_tokens,
+        stats.generated_tokens,
+        time.time(),
+        "length" if finished.finish_reason == "length" else "stop",
     )
 
 
@@ -91,11 +107,10 @@ class ResponseCache:
             return None
         return read_row(self._store, key, _reply, "reply cache")
 
-    def put(self, key: str, text: str, prompt_tokens: int, generated_tokens: int) -> None:
+    def put(self, key: str, reply: CachedReply) -> None:
         """Store a reply; failures are logged and otherwise ignored."""
         if self._store is None:
             return
-        reply = CachedReply(text, prompt_tokens, generated_tokens, time.time())
         try:
             self._store.set(key, dumps(asdict(reply)))
         except STORE_ERRORS as error:

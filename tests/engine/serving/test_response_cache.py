@@ -12,7 +12,7 @@ import pytest
 
 from engine.config import EngineSettings
 from engine.engine import Engine
-from engine.serving.response_cache import ResponseCache, cache_key
+from engine.serving.response_cache import CachedReply, ResponseCache, cache_key
 from tests.support.chat import ForwardCounter, request
 from tests.support.exploit import TouchOnUnpickle
 
@@ -21,7 +21,7 @@ async def test_repeat_is_served_from_cache_with_identical_text(engine: Engine) -
     first = await engine.generate(request("What is 2+2?"))
     again = await engine.generate(request("What is 2+2?"))
     assert again.text == first.text
-    assert again.stats.cache_hit and again.finish_reason == "cached"
+    assert again.stats.cache_hit and again.finish_reason == first.finish_reason
     assert again.stats.generated_tokens == first.stats.generated_tokens
     snapshot = engine.snapshot()
     assert snapshot.cache_hits == 1 and snapshot.requests == 2
@@ -98,7 +98,7 @@ async def test_identical_requests_in_flight_share_one_generation(engine: Engine)
 
 def test_cache_directory_is_private(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c", 1 << 20)
-    cache.put("k", "text", 3, 4)
+    cache.put("k", CachedReply("text", 3, 4, 0.0))
     cache.close()
     assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o700
 
@@ -118,7 +118,7 @@ def test_tampered_pickle_row_is_refused_and_never_executed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = ResponseCache(tmp_path / "c", 1 << 20)
-    cache.put("good", "fine", 1, 1)
+    cache.put("good", CachedReply("fine", 1, 1, 0.0))
     marker = tmp_path / "pwned"
     _plant_pickle_row(tmp_path / "c", "evil", marker)
     assert cache.get("evil") is None
