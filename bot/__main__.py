@@ -26,6 +26,7 @@ from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
     from adapters.discord_adapter import DiscordAdapter
+    from adapters.http_adapter import HttpAdapter
     from adapters.telegram_adapter import TelegramAdapter
     from bot.service import ChatService
     from engine import ProgressCallback
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("chat", "chat in this terminal (reads a piped question too)"),
         ("telegram", "run the Telegram bot (needs TELEGRAM__TOKEN)"),
         ("discord", "run the Discord bot (needs DISCORD__TOKEN)"),
-        ("all", "run every platform that has a token, on one engine"),
+        ("serve", "serve the OpenAI-compatible HTTP API (SERVE__HOST, SERVE__PORT)"),
+        ("all", "run every platform that has a token (and HTTP when SERVE__PORT is set)"),
     ):
         commands.add_parser(name, help=text, parents=after)
     return parser
@@ -142,21 +144,24 @@ async def _serve(
     settings: Settings, service: ChatService, platforms: list[str], stop: asyncio.Event
 ) -> int:
     from adapters.discord_adapter import DiscordAdapter  # noqa: PLC0415
+    from adapters.http_adapter import HttpAdapter  # noqa: PLC0415
     from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
     from bot.inbox import Inbox  # noqa: PLC0415
 
     # One journal for every platform: what each took, and what each still owes.
     with closing(Inbox(settings.bot.inbox_dir, settings.bot.replay_within_s)) as inbox:
-        adapters: list[TelegramAdapter | DiscordAdapter] = []
+        adapters: list[TelegramAdapter | DiscordAdapter | HttpAdapter] = []
         if "telegram" in platforms:
             adapters.append(TelegramAdapter(service, settings.telegram, inbox))
         if "discord" in platforms:
             adapters.append(DiscordAdapter(service, settings.discord, inbox))
+        if "serve" in platforms:
+            adapters.append(HttpAdapter(service, settings.serve))
         return await _run_adapters(adapters, stop)
 
 
 async def _run_adapters(
-    adapters: list[TelegramAdapter | DiscordAdapter], stop: asyncio.Event
+    adapters: list[TelegramAdapter | DiscordAdapter | HttpAdapter], stop: asyncio.Event
 ) -> int:
     try:
         async with asyncio.TaskGroup() as group:  # one platform failing stops the others
@@ -178,12 +183,15 @@ async def _run_adapters(
 
 def configured_platforms(settings: Settings, command: str) -> list[str] | str:
     """The platforms to serve, or the one-line reason none can be."""
+    if command == "serve":
+        return ["serve"]
     tokens = {"telegram": settings.telegram.token, "discord": settings.discord.token}
     ready = [name for name, token in tokens.items() if token is not None]
     if command == "all":
+        ready += ["serve"] if settings.serve.port is not None else []
         return ready or (
             "no platform is configured: set TELEGRAM__TOKEN and/or DISCORD__TOKEN "
-            "(see .env.example)"
+            "(or SERVE__PORT; see .env.example)"
         )
     if command not in ready:
         return f"{command.upper()}__TOKEN is not set (see .env.example)"
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qwenbot: {found}", file=sys.stderr)
             return 2
         platforms = found
-    tokens = (settings.telegram.token, settings.discord.token)
+    tokens = (settings.telegram.token, settings.discord.token, *settings.serve.api_keys)
     secrets = [token.get_secret_value() for token in tokens if token is not None]
     configure_logging(level, secrets)  # now that the tokens are known, they are redacted too
     # Library progress bars would garble ours; tqdm reads this once, when it is imported.

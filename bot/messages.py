@@ -78,6 +78,7 @@ class ReplyDone:
     text: str
     footer: str | None
     stats: ReplyStats
+    finish_reason: str = "stop"  # "stop", "length" or "cancelled", as the engine said
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,16 @@ class Notice:
 
     text: str
     is_error: bool = False  # the request was refused or failed (scripts exit non-zero)
+
+
+class ReplyRefused(Exception):
+    """A request the engine would not answer, for adapters that answer in their own terms
+    (the HTTP API); `kind` is the engine's label (too_long, overloaded, not_ready, ...)."""
+
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
 
 
 ReplyEvent = QueuePosition | Reading | ReplyText | ReplyDone | Notice

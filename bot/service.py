@@ -6,8 +6,9 @@ import asyncio
 import logging
 import unicodedata
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from bot import formatting
 from bot.access import Access, AccessPolicy, RateLimiter
@@ -20,6 +21,7 @@ from bot.messages import (
     Reading,
     ReplyDone,
     ReplyEvent,
+    ReplyRefused,
     ReplyText,
 )
 from bot.settings import BotSettings
@@ -29,6 +31,7 @@ from engine import (
     EngineError,
     Finished,
     GenerationRequest,
+    PromptTooLong,
     Queued,
     Started,
     TokenText,
@@ -70,6 +73,16 @@ def _ours(command: Command | None) -> bool:
     return command is not None and command.target is None and command.name in COMMANDS
 
 
+@dataclass(frozen=True)
+class ReplyOptions:
+    """How a caller wants its reply generated; None: the engine's setting."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
 class ChatService:
     """Access, commands, rate limits, history and the engine stream, for any adapter."""
 
@@ -81,6 +94,18 @@ class ChatService:
         self._limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         # One lock per conversation: its messages are answered in order, its history stays whole.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def ready(self) -> bool:
+        """Whether the model is loaded and its worker answering."""
+        return self._engine.ready
+
+    def model_name(self) -> str:
+        """The loaded model's short name."""
+        return self._engine.effective.model
+
+    def effective_summary(self) -> str:
+        """What runs, in one line (model, backend, quantisation, threads)."""
+        return self._engine.effective.summary()
 
     def expects_answer(self, message: IncomingMessage) -> bool:
         """Whether the bot would reply to this message at all (rate limits aside): an
@@ -190,6 +215,40 @@ class ChatService:
             except EngineError as error:
                 log.info("reply failed (%s) in %s", error.kind, message.platform)
                 yield Notice(formatting.error_text(error), is_error=True)
+
+    async def converse(
+        self, owner: str, turns: Sequence[tuple[str, str]], options: ReplyOptions
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """Continue a whole conversation the caller holds as (role, text) turns (an API
+        request): nothing stored, no commands, no system prompt added. What the engine
+        refuses is raised as ReplyRefused, for the caller to answer in its own terms."""
+        request = GenerationRequest(
+            messages=tuple(ChatTurn(role, normalize_text(text)) for role, text in turns),  # type: ignore[arg-type]
+            max_new_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            owner=owner,
+        )
+        try:
+            async with aclosing(self._engine.stream(request)) as events:
+                async for event in events:
+                    if isinstance(event, Queued):
+                        yield QueuePosition(event.ahead, event.wait_s)
+                    elif isinstance(event, TokenText):
+                        yield ReplyText(event.text)
+                    elif isinstance(event, Finished):
+                        # The caller shows the speed in its own terms: no chat footer.
+                        yield ReplyDone(event.text, None, event.stats, event.finish_reason)
+        except PromptTooLong as error:
+            message = (f"the conversation is {error.tokens} tokens; the model takes at most "
+                       f"{error.limit} with room for the reply")  # fmt: skip
+            raise ReplyRefused(error.kind, message) from error
+        except EngineError as error:
+            # Waiting helps these: the queue drains, the model finishes loading.
+            wait = getattr(error, "wait_s", None) or 5.0
+            retry = wait if error.kind in {"overloaded", "too_many_queued", "not_ready"} else None
+            raise ReplyRefused(error.kind, str(error), retry) from error
 
     def _finish(self, key: str | None, turns: list[ChatTurn], finished: Finished) -> ReplyDone:
         footer = formatting.footer(finished.stats) if self._settings.speed_footer else None

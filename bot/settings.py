@@ -124,6 +124,39 @@ class DiscordSettings(BaseModel):
         return _parse_ids(value)
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ServeSettings(BaseModel):
+    """The HTTP API (`qwenbot serve`): where it listens, who may call it, how much."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field("127.0.0.1", description="listening elsewhere needs SERVE__API_KEYS")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="8000 when unset; `qwenbot all` serves HTTP if set"
+    )
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), description="Bearer keys, comma-separated; empty = no key, loopback only"
+    )
+    max_body_kb: int = Field(1024, ge=1, description="largest request body")
+    rate_limit_per_minute: float = Field(60.0, gt=0, description="requests per key per minute")
+    rate_limit_burst: int = Field(10, ge=1, description="requests a key may send back to back")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @model_validator(mode="after")
+    def _keys_beyond_loopback(self) -> ServeSettings:
+        if self.host not in LOOPBACK_HOSTS and not self.api_keys:
+            raise ValueError(f"listening on {self.host} needs SERVE__API_KEYS")
+        return self
+
+
 class Settings(BaseSettings):
     """Top-level settings; nested with `__`, e.g. ENGINE__MODEL or BOT__ADMIN_IDS."""
 
@@ -140,6 +173,7 @@ class Settings(BaseSettings):
     bot: BotSettings = BotSettings()
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 class SettingsInvalid(ValueError):
@@ -153,7 +187,11 @@ class SettingsInvalid(ValueError):
 def _is_secret(name: str) -> bool:
     """TELEGRAM__TOKEN, WEBHOOK_SECRET_TOKEN, ...: values never echoed back."""
     last = name.rsplit("__", 1)[-1]
-    return last == "TOKEN" or last.endswith("_TOKEN") or "SECRET" in last or "PASSWORD" in last
+    return (
+        last == "TOKEN"
+        or last.endswith("_TOKEN")
+        or any(word in last for word in ("SECRET", "PASSWORD", "KEY"))
+    )
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -1,0 +1,208 @@
+"""`qwenbot serve` as a client sees it: a real server process on loopback, the official
+`openai` client and raw HTTP, on the tiny model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.support.bot_process import ROOT, bot_environment
+
+KEY = "sk-test-one"
+QUESTION = [{"role": "user", "content": "Hi there"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(
+    state: Path, model: Path, **settings: str
+) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    port = _free_port()
+    environment = bot_environment(state, model, SERVE__PORT=str(port), **settings)
+    environment["ENGINE__MAX_NEW_TOKENS"] = "8"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--log-level", "INFO"], env=environment,
+        cwd=state, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while _status(port, "/healthz") != 200:
+        assert server.poll() is None, server.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the server did not come up"
+        time.sleep(0.3)
+    try:
+        yield port, server
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        _, log = server.communicate(timeout=60)
+        assert "Traceback" not in log, log[-3000:]
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        return _request(port, "GET", path)[0]
+    except OSError:
+        return 0
+
+
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A server with two API keys."""
+    state = tmp_path_factory.mktemp("serve-keyed")
+    for port, _ in _serve(state, tiny_model_dir, SERVE__API_KEYS=f"{KEY}, sk-test-two"):
+        yield port
+
+
+@pytest.fixture(scope="module")
+def strict(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A keyless loopback server with a tight rate limit and body size."""
+    state = tmp_path_factory.mktemp("serve-strict")
+    settings = {"SERVE__RATE_LIMIT_BURST": "2", "SERVE__RATE_LIMIT_PER_MINUTE": "1",
+                "SERVE__MAX_BODY_KB": "1"}  # fmt: skip
+    for port, _ in _serve(state, tiny_model_dir, **settings):
+        yield port
+
+
+_OPEN: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()  # its connection pool, else a ResourceWarning
+
+
+def _client(port: int, key: str = KEY) -> openai.OpenAI:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+    _OPEN.append(client)
+    return client
+
+
+def test_the_openai_client_gets_a_whole_reply_with_usage_and_speed(keyed: int) -> None:
+    reply = _client(keyed).chat.completions.create(model="any", messages=QUESTION, max_tokens=5)  # type: ignore[arg-type]
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in {"stop", "length"}
+    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    speed = (reply.model_extra or {})["qwenbot"]
+    assert speed["decode_tokens_per_s"] >= 0 and speed["ttft_s"] > 0
+
+
+def test_the_openai_client_streams_the_same_reply(keyed: int) -> None:
+    client = _client(keyed)
+    whole = client.chat.completions.create(model="any", messages=QUESTION, max_tokens=6)  # type: ignore[arg-type]
+    stream = client.chat.completions.create(
+        model="any", messages=QUESTION, max_tokens=6, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content  # greedy: the same tokens
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert [reason for reason in finishes if reason] == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_raw_server_sent_events_end_with_done(keyed: int) -> None:
+    body = json.dumps({"messages": QUESTION, "stream": True, "max_tokens": 4}).encode()
+    status, headers, raw = _request(keyed, "POST", "/v1/chat/completions", body,
+                                    {"Authorization": f"Bearer {KEY}",
+                                     "Content-Type": "application/json"})  # fmt: skip
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("data: ") for line in raw.decode().split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    objects = [json.loads(event) for event in events[:-1]]
+    assert {o["object"] for o in objects} == {"chat.completion.chunk"}
+    assert objects[-1]["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+def test_a_missing_or_wrong_key_is_refused(keyed: int) -> None:
+    with pytest.raises(openai.AuthenticationError) as refused:
+        _client(keyed, "sk-wrong").chat.completions.create(model="any", messages=QUESTION)  # type: ignore[arg-type]
+    assert refused.value.status_code == 401
+    assert refused.value.code == "invalid_api_key"
+    status, _, _ = _request(keyed, "GET", "/v1/models")
+    assert status == 401
+    # Probes stay open; the second key works too.
+    assert _status(keyed, "/healthz") == 200 and _status(keyed, "/readyz") == 200
+    models = _client(keyed, "sk-test-two").models.list()
+    assert [model.id for model in models.data] == [Path(str(models.data[0].id)).name]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b'{"messages": []}', "messages"),
+        (b'{"messages": [{"role": "robot", "content": "hi"}]}', "messages.0.role"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 5}', "temperature"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\n"]}', "stop"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_400s(keyed: int, body: bytes, param: str | None) -> None:
+    status, _, raw = _request(keyed, "POST", "/v1/chat/completions", body,
+                              {"Authorization": f"Bearer {KEY}"})  # fmt: skip
+    error = json.loads(raw)["error"]
+    assert status == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == param and error["message"]
+    assert "Traceback" not in raw.decode()
+
+
+def test_a_conversation_too_long_for_the_model_is_refused_with_the_limit(keyed: int) -> None:
+    long = [{"role": "user", "content": "word " * 50_000}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        _client(keyed).chat.completions.create(model="any", messages=long)  # type: ignore[arg-type]
+    assert refused.value.code == "context_length_exceeded"
+    assert "tokens" in str(refused.value.message)
+
+
+def test_floods_and_large_bodies_are_refused(strict: int) -> None:
+    client = _client(strict, "unused")
+    for _ in range(2):  # the burst
+        client.chat.completions.create(model="any", messages=QUESTION, max_tokens=1)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model="any", messages=QUESTION, max_tokens=1)  # type: ignore[arg-type]
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * 4096}]}).encode()
+    status, _, raw = _request(strict, "POST", "/v1/chat/completions", big)
+    assert status == 413 and json.loads(raw)["error"]["code"] == "too_large"
+
+
+def test_listening_beyond_loopback_needs_keys(tiny_model_dir: Path, tmp_path: Path) -> None:
+    environment = bot_environment(tmp_path, tiny_model_dir, SERVE__HOST="0.0.0.0")
+    done = subprocess.run([sys.executable, "-m", "bot", "serve"], env=environment, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2 and "SERVE__API_KEYS" in done.stderr
+    assert str(ROOT) not in done.stderr  # one line, no traceback
