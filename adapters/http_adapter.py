@@ -1,10 +1,10 @@
 """`qwenbot serve`: OpenAI's chat-completions API on the engine the chat platforms share.
 
 POST /v1/chat/completions (whole or streamed as Server-Sent Events), GET /v1/models,
-/healthz (the process answers) and /readyz (the model is loaded). A request becomes a
-conversation for ChatService.converse: the caller's own messages, its API key's rate limit,
-the engine's input limits and queue. Keys are compared in constant time; without keys the
-server only listens on loopback (ServeSettings refuses anything else).
+/healthz (the process answers), /readyz (the model is loaded) and /metrics (Prometheus).
+A request becomes a conversation for ChatService.converse: the caller's own messages, its
+API key's rate limit, the engine's input limits and queue. Keys are compared in constant
+time; without keys the server only listens on loopback (ServeSettings refuses the rest).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from adapters.http_errors import ApiError, body, from_refusal, install_error_handlers
+from adapters.http_metrics import CONTENT_TYPE, metrics_text, service_registry
 from adapters.http_schemas import (
     ChatCompletionRequest,
     chunk,
@@ -74,6 +75,14 @@ def build_app(service: ChatService, settings: ServeSettings) -> FastAPI:
         return ApiError(503, "the model is not loaded", "server_error", "not_ready",
                         retry_after_s=5).response()  # fmt: skip
 
+    registry = service_registry(service)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        if not settings.open_metrics:
+            caller(request)
+        return Response(metrics_text(registry), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         caller(request)
@@ -87,6 +96,7 @@ def build_app(service: ChatService, settings: ServeSettings) -> FastAPI:
         asked = _parse(await _read_body(request, limit))
         wait = limiter.acquire(f"http:{owner}")
         if wait > 0:
+            service.requests.record("http", "rate_limited")
             raise ApiError(429, f"too many requests; try again in {wait:.0f} s",
                            "rate_limit_error", "rate_limited", retry_after_s=wait)  # fmt: skip
         options = ReplyOptions(asked.token_limit, asked.temperature, asked.top_p, asked.seed)

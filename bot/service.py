@@ -24,6 +24,7 @@ from bot.messages import (
     ReplyRefused,
     ReplyText,
 )
+from bot.request_counts import ANSWERED, RequestCounts
 from bot.settings import BotSettings
 from engine import (
     ChatTurn,
@@ -34,6 +35,7 @@ from engine import (
     PromptTooLong,
     Queued,
     Started,
+    StatsSnapshot,
     TokenText,
 )
 
@@ -91,6 +93,7 @@ class ChatService:
         self._settings = settings
         self._history = history
         self._access = AccessPolicy(settings)
+        self.requests = RequestCounts()
         self._limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         # One lock per conversation: its messages are answered in order, its history stays whole.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -135,6 +138,7 @@ class ChatService:
         user = f"{message.platform}:{message.user_id}"
         wait = self._limiter.acquire(user)
         if wait > 0:
+            self.requests.record(message.platform, "rate_limited")
             # One notice per flood: every reply would count against the platform's limits
             # for the whole bot, and the user knows after the first.
             if self._limiter.first_refusal(user, wait):
@@ -211,8 +215,10 @@ class ChatService:
                         elif isinstance(event, Finished):
                             # A reply chain carries its own context; the chat's stays as it was.
                             keep = message.keep_history and not message.reply_chain
+                            self.requests.record(message.platform, ANSWERED)
                             yield self._finish(key if keep else None, [*turns, user], event)
             except EngineError as error:
+                self.requests.record(message.platform, error.kind)
                 log.info("reply failed (%s) in %s", error.kind, message.platform)
                 yield Notice(formatting.error_text(error), is_error=True)
 
@@ -220,8 +226,10 @@ class ChatService:
         self, owner: str, turns: Sequence[tuple[str, str]], options: ReplyOptions
     ) -> AsyncGenerator[ReplyEvent, None]:
         """Continue a whole conversation the caller holds as (role, text) turns (an API
-        request): nothing stored, no commands, no system prompt added. What the engine
-        refuses is raised as ReplyRefused, for the caller to answer in its own terms."""
+        request; owner "<platform>:<who>"): nothing stored, no commands, no system prompt
+        added. What the engine refuses is raised as ReplyRefused, for the caller to answer
+        in its own terms."""
+        platform = owner.split(":", 1)[0]
         request = GenerationRequest(
             messages=tuple(ChatTurn(role, normalize_text(text)) for role, text in turns),  # type: ignore[arg-type]
             max_new_tokens=options.max_tokens,
@@ -238,17 +246,16 @@ class ChatService:
                     elif isinstance(event, TokenText):
                         yield ReplyText(event.text)
                     elif isinstance(event, Finished):
+                        self.requests.record(platform, ANSWERED)
                         # The caller shows the speed in its own terms: no chat footer.
                         yield ReplyDone(event.text, None, event.stats, event.finish_reason)
-        except PromptTooLong as error:
-            message = (f"the conversation is {error.tokens} tokens; the model takes at most "
-                       f"{error.limit} with room for the reply")  # fmt: skip
-            raise ReplyRefused(error.kind, message) from error
         except EngineError as error:
-            # Waiting helps these: the queue drains, the model finishes loading.
-            wait = getattr(error, "wait_s", None) or 5.0
-            retry = wait if error.kind in {"overloaded", "too_many_queued", "not_ready"} else None
-            raise ReplyRefused(error.kind, str(error), retry) from error
+            self.requests.record(platform, error.kind)
+            raise _refusal(error) from error
+
+    def snapshot(self) -> StatsSnapshot:
+        """The engine's counters as of now (what /stats shows)."""
+        return self._engine.snapshot()
 
     def _finish(self, key: str | None, turns: list[ChatTurn], finished: Finished) -> ReplyDone:
         footer = formatting.footer(finished.stats) if self._settings.speed_footer else None
@@ -260,3 +267,15 @@ class ChatService:
             # prompt repeats the tokens the engine kept state for; only the new message is read.
             self._history.save(key, [*turns, ChatTurn("assistant", finished.as_generated)])
         return ReplyDone(text, footer, finished.stats)
+
+
+def _refusal(error: EngineError) -> ReplyRefused:
+    """An engine error in the terms of a caller that answers it itself (the HTTP API)."""
+    if isinstance(error, PromptTooLong):
+        message = (f"the conversation is {error.tokens} tokens; the model takes at most "
+                   f"{error.limit} with room for the reply")  # fmt: skip
+        return ReplyRefused(error.kind, message)
+    # Waiting helps these: the queue drains, the model finishes loading.
+    wait = getattr(error, "wait_s", None) or 5.0
+    retry = wait if error.kind in {"overloaded", "too_many_queued", "not_ready"} else None
+    return ReplyRefused(error.kind, str(error), retry)

@@ -142,6 +142,7 @@ class ServeSettings(BaseModel):
     max_body_kb: int = Field(1024, ge=1, description="largest request body")
     rate_limit_per_minute: float = Field(60.0, gt=0, description="requests per key per minute")
     rate_limit_burst: int = Field(10, ge=1, description="requests a key may send back to back")
+    open_metrics: bool = Field(True, description="/metrics without a key, like the probes")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ import psutil
 
 from engine.config import EffectiveConfig
 from engine.events import ReplyStats
+from engine.serving.histogram import Histogram, HistogramSnapshot
 from engine.serving.prefix_cache import PrefixUsage
 
 _WINDOW = 1000  # recent replies kept for percentiles
@@ -52,6 +53,9 @@ class StatsSnapshot:
     prefix_hits: int = 0
     prefix_tokens_saved: int = 0  # prompt tokens not read again thanks to kept state
     kv_kept_bytes: int = 0  # memory of kept conversation states
+    prompt_tokens: int = 0  # read by the model (kept state and cached replies excluded)
+    ttft_histogram: HistogramSnapshot | None = None  # every answered request's
+    latency_histogram: HistogramSnapshot | None = None
 
     @property
     def prefix_hit_rate(self) -> float:
@@ -83,6 +87,9 @@ class EngineStats:
     _batches: deque[int] = field(default_factory=lambda: deque(maxlen=_WINDOW))
     _batch_now: int = 0
     _prefix: PrefixUsage | None = None
+    _prompt_tokens: int = 0
+    _ttft_histogram: Histogram = field(default_factory=Histogram)
+    _latency_histogram: Histogram = field(default_factory=Histogram)
     _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,10 +101,13 @@ class EngineStats:
         with self._lock:
             self._requests += 1
             self._latency.append(stats.total_s)
+            self._latency_histogram.observe(stats.total_s)
+            self._ttft_histogram.observe(stats.ttft_s)
             if stats.cache_hit:
                 self._cache_hits += 1
                 return
             self._tokens += stats.generated_tokens
+            self._prompt_tokens += stats.prompt_tokens - stats.reused_tokens
             self._ttft.append(stats.ttft_s)
             if stats.generated_tokens > 1:
                 self._tps.append(stats.decode_tps)
@@ -158,5 +168,8 @@ class EngineStats:
                 prefix_hits=prefix.hits if prefix else 0,
                 prefix_tokens_saved=prefix.tokens_saved if prefix else 0,
                 kv_kept_bytes=prefix.bytes_in_use if prefix else 0,
+                prompt_tokens=self._prompt_tokens,
+                ttft_histogram=self._ttft_histogram.snapshot(),
+                latency_histogram=self._latency_histogram.snapshot(),
             )
         return snapshot

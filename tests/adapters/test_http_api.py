@@ -206,3 +206,29 @@ def test_listening_beyond_loopback_needs_keys(tiny_model_dir: Path, tmp_path: Pa
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 2 and "SERVE__API_KEYS" in done.stderr
     assert str(ROOT) not in done.stderr  # one line, no traceback
+
+
+def _metrics(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, headers, raw = _request(port, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(raw.decode())
+        for sample in family.samples
+    }
+
+
+def test_metrics_parse_and_move_with_each_request(keyed: int) -> None:
+    before = _metrics(keyed)  # open without a key, like the probes
+    answered = "qwenbot_requests_total[('outcome', 'answered'), ('platform', 'http')]"
+    _client(keyed).chat.completions.create(
+        model="any", messages=[{"role": "user", "content": "Count to three."}], max_tokens=3
+    )
+    after = _metrics(keyed)
+    assert after[answered] == before.get(answered, 0) + 1
+    assert after["qwenbot_generated_tokens_total[]"] > before["qwenbot_generated_tokens_total[]"]
+    count = "qwenbot_time_to_first_token_seconds_count[]"
+    assert after[count] == before[count] + 1
+    assert after["qwenbot_process_resident_memory_bytes[]"] > 10_000_000
