@@ -9,15 +9,13 @@ time; without keys the server only listens on loopback (ServeSettings refuses th
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -40,12 +38,24 @@ from bot.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8000
+
+class ServiceSlot:
+    """The chat service once the model is loaded: until then the API answers its probes
+    (/readyz: 503) and refuses requests with 503."""
+
+    def __init__(self) -> None:
+        self.service: ChatService | None = None
+
+    def require(self) -> ChatService:
+        """The service, or a 503 while the model loads."""
+        if self.service is None:
+            raise ApiError(503, "the model is still loading", "server_error", "not_ready",
+                           retry_after_s=5)  # fmt: skip
+        return self.service
 
 
-def build_app(service: ChatService, settings: ServeSettings) -> FastAPI:
-    """The API's routes on one (started) service."""
-    model = service.model_name()
+def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
+    """The API's routes on the service its slot will hold."""
     app = FastAPI(title="qwenbot", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     keys = [key.get_secret_value().encode() for key in settings.api_keys]
@@ -70,12 +80,13 @@ def build_app(service: ChatService, settings: ServeSettings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        if service.ready():
-            return JSONResponse({"status": "ready", "model": model})
+        service = slot.service
+        if service is not None and service.ready():
+            return JSONResponse({"status": "ready", "model": service.model_name()})
         return ApiError(503, "the model is not loaded", "server_error", "not_ready",
                         retry_after_s=5).response()  # fmt: skip
 
-    registry = service_registry(service)
+    registry = service_registry(slot)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
@@ -86,13 +97,16 @@ def build_app(service: ChatService, settings: ServeSettings) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         caller(request)
-        card = {"id": model, "object": "model", "created": 0, "owned_by": "qwenbot",
-                "qwenbot": service.effective_summary()}  # fmt: skip
+        service = slot.require()
+        card = {"id": service.model_name(), "object": "model", "created": 0,
+                "owned_by": "qwenbot", "qwenbot": service.effective_summary()}  # fmt: skip
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         owner = caller(request)
+        service = slot.require()
+        model = service.model_name()
         asked = _parse(await _read_body(request, limit))
         wait = limiter.acquire(f"http:{owner}")
         if wait > 0:
@@ -197,40 +211,3 @@ def _speed_headers(done: ReplyDone) -> dict[str, str]:
         "x-qwenbot-decode-tokens-per-s": str(figures["decode_tokens_per_s"]),
         "x-qwenbot-cache-hit": "true" if figures["cache_hit"] else "false",
     }
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the entry point's stop event ends every
-    platform alike (uvicorn's would take SIGTERM for itself and raise it again after)."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class HttpAdapter:
-    """The API served by uvicorn until stop is set."""
-
-    def __init__(self, service: ChatService, settings: ServeSettings) -> None:
-        self._settings = settings
-        config = uvicorn.Config(
-            build_app(service, settings),
-            host=settings.host,
-            port=settings.port or DEFAULT_PORT,
-            log_config=None,  # our logging, configured in the entry point
-            access_log=False,
-            lifespan="off",
-        )
-        self._server = _Server(config)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Listen until `stop` is set, then let requests finish (uvicorn's own shutdown)."""
-        serving = asyncio.create_task(self._server.serve())
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not serving.done():
-            self._server.should_exit = True
-        await serving
-        if not self._server.started:
-            raise OSError(f"could not listen on {self._settings.host}:{self._settings.port}")

@@ -7,7 +7,7 @@ and /metrics never disagree; nothing is counted twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -18,7 +18,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from bot.service import ChatService
+if TYPE_CHECKING:
+    from adapters.http_adapter import ServiceSlot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -26,21 +27,24 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class ServiceCollector(Collector):
     """One scrape: a snapshot of the service, as metric families."""
 
-    def __init__(self, service: ChatService) -> None:
-        self._service = service
+    def __init__(self, slot: ServiceSlot) -> None:
+        self._slot = slot
 
     def collect(self) -> Iterator[Metric]:
-        """Every qwenbot_* metric, read now."""
+        """Every qwenbot_* metric, read now (none while the model loads)."""
+        service = self._slot.service
+        if service is None:
+            return
         requests = CounterMetricFamily(
             "qwenbot_requests", "Requests by platform and outcome (answered, or why not)",
             labels=["platform", "outcome"],
         )  # fmt: skip
-        for (platform, outcome), count in sorted(self._service.requests.snapshot().items()):
+        for (platform, outcome), count in sorted(service.requests.snapshot().items()):
             requests.add_metric([platform, outcome], count)
         yield requests
-        if not self._service.ready():
+        if not service.ready():
             return
-        stats = self._service.snapshot()
+        stats = service.snapshot()
         yield _counter("qwenbot_engine_errors", "Engine errors by kind", stats.errors, "kind")
         yield CounterMetricFamily("qwenbot_prompt_tokens", "Prompt tokens read by the model",
                                   value=stats.prompt_tokens)  # fmt: skip
@@ -86,8 +90,8 @@ def metrics_text(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def service_registry(service: ChatService) -> CollectorRegistry:
+def service_registry(slot: ServiceSlot) -> CollectorRegistry:
     """A registry of this service's metrics alone (not the process-wide default one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ServiceCollector(service))
+    registry.register(ServiceCollector(slot))
     return registry

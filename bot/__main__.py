@@ -26,7 +26,7 @@ from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
     from adapters.discord_adapter import DiscordAdapter
-    from adapters.http_adapter import HttpAdapter
+    from adapters.http_server import HttpAdapter
     from adapters.telegram_adapter import TelegramAdapter
     from bot.service import ChatService
     from engine import ProgressCallback
@@ -132,19 +132,38 @@ async def run_platforms(settings: Settings, platforms: list[str]) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    http = None
     try:
+        if "serve" in platforms:
+            from adapters.http_server import HttpAdapter  # noqa: PLC0415
+
+            # Listening before the model loads: /readyz says 503 meanwhile, and a port in
+            # use is said at once, not after a minute of loading.
+            http = HttpAdapter(settings.serve)
+            await http.start()
+            log.info("HTTP API on http://%s", http.address)
         async with running_service(settings, Console(stderr=True)) as service:
-            return await _serve(settings, service, platforms, stop)
+            if http is not None:
+                http.slot.service = service
+            return await _serve(settings, service, platforms, stop, http)
+    except OSError as error:
+        print(f"qwenbot: {error}", file=sys.stderr)
+        return 1
     finally:
+        if http is not None:
+            await http.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
 
 async def _serve(
-    settings: Settings, service: ChatService, platforms: list[str], stop: asyncio.Event
+    settings: Settings,
+    service: ChatService,
+    platforms: list[str],
+    stop: asyncio.Event,
+    http: HttpAdapter | None,
 ) -> int:
     from adapters.discord_adapter import DiscordAdapter  # noqa: PLC0415
-    from adapters.http_adapter import HttpAdapter  # noqa: PLC0415
     from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
     from bot.inbox import Inbox  # noqa: PLC0415
 
@@ -155,8 +174,8 @@ async def _serve(
             adapters.append(TelegramAdapter(service, settings.telegram, inbox))
         if "discord" in platforms:
             adapters.append(DiscordAdapter(service, settings.discord, inbox))
-        if "serve" in platforms:
-            adapters.append(HttpAdapter(service, settings.serve))
+        if http is not None:
+            adapters.append(http)
         return await _run_adapters(adapters, stop)
 
 

@@ -28,8 +28,9 @@ def _free_port() -> int:
 
 
 def _serve(
-    state: Path, model: Path, **settings: str
+    state: Path, model: Path, until: str = "/readyz", **settings: str
 ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+    """A `qwenbot serve` process, yielded once `until` answers 200."""
     port = _free_port()
     environment = bot_environment(state, model, SERVE__PORT=str(port), **settings)
     environment["ENGINE__MAX_NEW_TOKENS"] = "8"
@@ -38,10 +39,10 @@ def _serve(
         cwd=state, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while _status(port, "/healthz") != 200:
+    while _status(port, until) != 200:
         assert server.poll() is None, server.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.3)
+        time.sleep(0.05)
     try:
         yield port, server
     finally:
@@ -232,3 +233,25 @@ def test_metrics_parse_and_move_with_each_request(keyed: int) -> None:
     count = "qwenbot_time_to_first_token_seconds_count[]"
     assert after[count] == before[count] + 1
     assert after["qwenbot_process_resident_memory_bytes[]"] > 10_000_000
+
+
+def test_probes_answer_while_the_model_loads_and_a_busy_port_fails_fast(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The server listens before the model loads (importing torch alone takes a second).
+    for port, _ in _serve(tmp_path, tiny_model_dir, until="/healthz"):
+        early = [_request(port, "GET", "/readyz"), _request(port, "POST", "/v1/chat/completions",
+                 json.dumps({"messages": QUESTION}).encode())]  # fmt: skip
+        assert [status for status, _, _ in early] == [503, 503]
+        assert {json.loads(raw)["error"]["code"] for _, _, raw in early} == {"not_ready"}
+        assert all(int(headers["retry-after"]) >= 1 for _, headers, _ in early)
+        deadline = time.monotonic() + 240
+        while _status(port, "/readyz") != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        environment = bot_environment(tmp_path / "second", tiny_model_dir, SERVE__PORT=str(port))
+        second = subprocess.run([sys.executable, "-m", "bot", "serve"], env=environment,
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                check=False)  # fmt: skip
+        assert second.returncode == 1 and f"could not listen on 127.0.0.1:{port}" in second.stderr
+        assert "Traceback" not in second.stderr
