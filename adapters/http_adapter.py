@@ -115,7 +115,9 @@ def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
                            "rate_limit_error", "rate_limited", retry_after_s=wait)  # fmt: skip
         options = ReplyOptions(asked.token_limit, asked.temperature, asked.top_p, asked.seed)
         turns = [message.turn() for message in asked.messages]
-        events = service.converse(f"http:{owner}", turns, options)
+        # The engine queues fairly between owners: an app's end users, when it names them.
+        who = f"http:{owner}" if asked.user is None else f"http:{owner}:{asked.user}"
+        events = service.converse(who, turns, options)
         if asked.stream:
             first = await _first_event(events)  # refusals answer with a status, not a stream
             include_usage = bool(asked.stream_options and asked.stream_options.include_usage)

@@ -64,6 +64,7 @@ class ServiceCollector(Collector):
             ("qwenbot_queue_depth", "Requests waiting now", stats.queue_depth),
             ("qwenbot_batch_size", "Sequences in the last decode step", stats.batch_size),
             ("qwenbot_batch_size_mean", "Mean decode batch, recent steps", stats.batch_mean),
+            ("qwenbot_batch_size_max", "Largest decode batch, recent steps", stats.batch_max),
             ("qwenbot_process_resident_memory_bytes", "Resident memory", stats.rss_bytes),
             ("qwenbot_process_cpu_percent", "CPU % since the last read, all cores",
              stats.cpu_percent),

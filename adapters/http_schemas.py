@@ -2,7 +2,8 @@
 
 Only what a chat model can honour is read (messages, max_tokens, temperature, top_p, seed,
 stream, n=1; `stop` is refused until it is supported); fields other tools send that do not
-change a reply (user, presence_penalty, ...) are accepted and ignored, as llama.cpp does.
+change a reply (presence_penalty, ...) are accepted and ignored, as llama.cpp does. `user`,
+OpenAI's name for an app's end user, makes the engine's queue fair between them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
+    user: str | None = Field(None, max_length=256, description="the app's end user")
 
     @field_validator("stop")
     @classmethod

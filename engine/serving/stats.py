@@ -49,6 +49,7 @@ class StatsSnapshot:
     config: EffectiveConfig | None
     batch_size: int = 0  # sequences in the last decode step
     batch_mean: float = 0.0  # over recent decode steps
+    batch_max: int = 0  # the largest of recent decode steps
     prefix_lookups: int = 0  # replies that looked for a kept conversation state
     prefix_hits: int = 0
     prefix_tokens_saved: int = 0  # prompt tokens not read again thanks to kept state
@@ -164,6 +165,7 @@ class EngineStats:
                 config=self.config,
                 batch_size=batch_now,
                 batch_mean=statistics.fmean(batches) if batches else 0.0,
+                batch_max=max(batches, default=0),
                 prefix_lookups=prefix.lookups if prefix else 0,
                 prefix_hits=prefix.hits if prefix else 0,
                 prefix_tokens_saved=prefix.tokens_saved if prefix else 0,

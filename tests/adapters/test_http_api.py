@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -79,7 +80,8 @@ def _request(
 def keyed(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A server with two API keys."""
     state = tmp_path_factory.mktemp("serve-keyed")
-    for port, _ in _serve(state, tiny_model_dir, SERVE__API_KEYS=f"{KEY}, sk-test-two"):
+    keys = {"SERVE__API_KEYS": f"{KEY}, sk-test-two", "SERVE__RATE_LIMIT_BURST": "100"}
+    for port, _ in _serve(state, tiny_model_dir, **keys):
         yield port
 
 
@@ -255,3 +257,34 @@ def test_probes_answer_while_the_model_loads_and_a_busy_port_fails_fast(
                                 check=False)  # fmt: skip
         assert second.returncode == 1 and f"could not listen on 127.0.0.1:{port}" in second.stderr
         assert "Traceback" not in second.stderr
+
+
+def test_eight_streams_at_once_are_decoded_as_one_batch(keyed: int) -> None:
+    def ask(index: int) -> str:
+        stream = _client(keyed).chat.completions.create(
+            model="any", max_tokens=200, stream=True, user=f"reader-{index}",
+            messages=[{"role": "user", "content": f"Tell me story number {index}."}],
+        )  # fmt: skip
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+    assert all(answers)
+    assert _metrics(keyed)["qwenbot_batch_size_max[]"] == 8
+
+
+def test_a_client_leaving_mid_stream_withdraws_its_reply(keyed: int) -> None:
+    cancelled = "qwenbot_engine_errors_total[('kind', 'cancelled')]"
+    before = _metrics(keyed).get(cancelled, 0)
+    body = json.dumps({"messages": [{"role": "user", "content": "Write a long essay."}],
+                       "stream": True, "max_tokens": 3000, "temperature": 0.7})  # fmt: skip
+    connection = http.client.HTTPConnection("127.0.0.1", keyed, timeout=60)
+    connection.request("POST", "/v1/chat/completions", body=body,
+                       headers={"Authorization": f"Bearer {KEY}"})  # fmt: skip
+    response = connection.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    connection.close()  # the reader goes away after the first chunk
+    deadline = time.monotonic() + 60
+    while _metrics(keyed).get(cancelled, 0) != before + 1:
+        assert time.monotonic() < deadline, "the reply was not withdrawn"
+        time.sleep(0.1)
