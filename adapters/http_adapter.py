@@ -113,7 +113,9 @@ def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
             service.requests.record("http", "rate_limited")
             raise ApiError(429, f"too many requests; try again in {wait:.0f} s",
                            "rate_limit_error", "rate_limited", retry_after_s=wait)  # fmt: skip
-        options = ReplyOptions(asked.token_limit, asked.temperature, asked.top_p, asked.seed)
+        options = ReplyOptions(
+            asked.token_limit, asked.temperature, asked.top_p, asked.seed, asked.stops
+        )
         turns = [message.turn() for message in asked.messages]
         # The engine queues fairly between owners: an app's end users, when it names them.
         who = f"http:{owner}" if asked.user is None else f"http:{owner}:{asked.user}"

@@ -1,9 +1,9 @@
 """The OpenAI chat-completions shapes qwenbot serves: the request it reads, the objects it writes.
 
 Only what a chat model can honour is read (messages, max_tokens, temperature, top_p, seed,
-stream, n=1; `stop` is refused until it is supported); fields other tools send that do not
-change a reply (presence_penalty, ...) are accepted and ignored, as llama.cpp does. `user`,
-OpenAI's name for an app's end user, makes the engine's queue fair between them.
+stop, stream, n=1, user); fields other tools send that do not change a reply
+(presence_penalty, ...) are accepted and ignored, as llama.cpp does. `user`, OpenAI's name
+for an app's end user, makes the engine's queue fair between them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.messages import ReplyDone
+
+MAX_STOP_SEQUENCES = 4  # as OpenAI's API
 
 
 class TextPart(BaseModel):
@@ -63,7 +65,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
-    stop: str | list[str] | None = None  # refused when given: not supported yet
+    stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
@@ -71,10 +73,17 @@ class ChatCompletionRequest(BaseModel):
 
     @field_validator("stop")
     @classmethod
-    def _no_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if value:  # the model's own end-of-turn still ends every reply
-            raise ValueError("stop sequences are not supported yet")
+    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         return value
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        """The stop sequences, empty ones left out (the model's end of turn ends a reply
+        anyway)."""
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return tuple(stop for stop in stops if stop)
 
     @property
     def token_limit(self) -> int | None:

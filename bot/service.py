@@ -83,6 +83,7 @@ class ReplyOptions:
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these
 
 
 class ChatService:
@@ -236,6 +237,7 @@ class ChatService:
             temperature=options.temperature,
             top_p=options.top_p,
             seed=options.seed,
+            stop=options.stop,
             owner=owner,
         )
         try:

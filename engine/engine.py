@@ -141,6 +141,7 @@ class Engine:
             top_p=s.top_p if request.top_p is None else request.top_p,
             seed=s.seed if request.seed is None else request.seed,
             ignore_stop=request.ignore_stop,
+            stop=request.stop,
         )
 
     async def generate(self, request: GenerationRequest) -> Finished:

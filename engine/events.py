@@ -27,6 +27,7 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     ignore_stop: bool = False  # benchmarks: generate exactly max_new_tokens
+    stop: tuple[str, ...] = ()  # the reply ends before the first of these (API callers)
     owner: str | None = None  # who asks (a user): the queue is fair between owners
     conversation: str | None = None  # the chat this continues: its kept state may be reused
 

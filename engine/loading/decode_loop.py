@@ -28,6 +28,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     ignore_stop: bool = False  # benchmarks: always generate max_new_tokens
+    stop: tuple[str, ...] = ()  # text that ends the reply, itself not shown
 
     @property
     def deterministic(self) -> bool:

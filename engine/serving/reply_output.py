@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from engine.events import Finished, FinishReason, ReplyStats, Started, TokenText
 from engine.loading.decode_loop import SamplingParams
 from engine.text.detokenizer import IncrementalDetokenizer
+from engine.text.stop_scanner import StopScanner
 from engine.text.think_filter import ThinkFilter
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class ReplyOutput:
         self.reused_tokens = 0  # prompt tokens taken from a retained conversation
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._think = ThinkFilter(starts_inside=job.starts_in_think)
+        self._stop = StopScanner(job.params.stop)
         self._visible: list[str] = []
         self._started_at = time.perf_counter()
         self._first_at: float | None = None
@@ -62,6 +64,9 @@ class ReplyOutput:
             return True
         self.token_ids.append(token)
         self._show(self._think.push(self._detokenizer.push(token)))
+        if self._stop.stopped:
+            self.finish = "stop"
+            return True
         if len(self.token_ids) >= self.job.params.max_new_tokens:
             self.finish = "length"
             return True
@@ -71,6 +76,7 @@ class ReplyOutput:
         """Flush what is held back and emit Finished (reason: why, if not already known)."""
         finish: FinishReason = self.finish or reason or "cancelled"
         self._show(self._think.push(self._detokenizer.flush()) + self._think.flush())
+        self._show_held(self._stop.flush())
         generated = len(self.token_ids)
         first_at = self._first_at if self._first_at is not None else self._last_at
         window = self._last_at - first_at
@@ -90,6 +96,9 @@ class ReplyOutput:
         return finished
 
     def _show(self, text: str) -> None:
+        self._show_held(self._stop.push(text) if text else "")
+
+    def _show_held(self, text: str) -> None:
         if text:
             self._visible.append(text)
             self.job.emit(TokenText(text))

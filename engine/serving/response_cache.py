@@ -47,6 +47,8 @@ def reply_key(
             "top_p": params.top_p,
             "seed": params.seed if params.temperature > 0 else None,
             "ignore_stop": params.ignore_stop,
+            # Only when given: keys of replies without stop strings stay as they were.
+            **({"stop": list(params.stop)} if params.stop else {}),
         }
     )
 

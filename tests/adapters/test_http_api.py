@@ -171,7 +171,10 @@ def test_a_missing_or_wrong_key_is_refused(keyed: int) -> None:
         (b'{"messages": [{"role": "robot", "content": "hi"}]}', "messages.0.role"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 5}', "temperature"),
         (b'{"messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
-        (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\n"]}', "stop"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}',
+            "stop",
+        ),
     ],
 )
 def test_bad_requests_get_openai_shaped_400s(keyed: int, body: bytes, param: str | None) -> None:
@@ -288,3 +291,23 @@ def test_a_client_leaving_mid_stream_withdraws_its_reply(keyed: int) -> None:
     while _metrics(keyed).get(cancelled, 0) != before + 1:
         assert time.monotonic() < deadline, "the reply was not withdrawn"
         time.sleep(0.1)
+
+
+def test_a_stop_sequence_ends_the_reply_before_it(keyed: int) -> None:
+    client = _client(keyed)
+    question = [{"role": "user", "content": "Say something."}]
+    whole = client.chat.completions.create(model="any", messages=question, max_tokens=8)  # type: ignore[arg-type]
+    text = whole.choices[0].message.content or ""
+    stop = next((text[i : i + 2] for i in range(2, len(text) - 1) if text[i : i + 2].strip()), "")
+    assert stop, f"the tiny model's reply is too short to cut: {text!r}"
+    for stream in (False, True):
+        reply = client.chat.completions.create(
+            model="any", messages=question, max_tokens=8, stop=[stop], stream=stream,  # type: ignore[arg-type]
+        )  # fmt: skip
+        if stream:
+            chunks = [c for c in reply if c.choices]  # type: ignore[union-attr]
+            content = "".join(c.choices[0].delta.content or "" for c in chunks)
+            finish = chunks[-1].choices[0].finish_reason
+        else:
+            content, finish = reply.choices[0].message.content, reply.choices[0].finish_reason  # type: ignore[union-attr]
+        assert (content, finish) == (text[: text.index(stop)], "stop")
