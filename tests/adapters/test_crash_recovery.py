@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,10 @@ async def test_discord_sigkill_mid_answer_then_a_restart_answers_once(
         await asyncio.sleep(2.5)  # discord.py waits for its guilds before on_ready
         asked = await fake_discord.message_create(f"{MENTION} tell me a story", mentions=[BOT_ID])
         await fake_discord.wait_for(lambda: fake_discord.bot_messages(CHANNEL_ID), 60)
+        # Killed once the first words are posted and journaled. (Between Discord's answer to
+        # the post and the journal's write there is a window of a few milliseconds where a
+        # kill leaves the words behind: their id is not known before Discord answers.)
+        await fake_discord.wait_for(lambda: _journaled_posts(tmp_path / "state" / "inbox"), 60)
     finally:
         await kill(first)
     half = fake_discord.bot_messages(CHANNEL_ID)
@@ -146,3 +151,11 @@ async def test_every_store_overwritten_with_garbage_is_repaired_on_the_next_star
         "Do you remember my name?",
         "And now?",
     ]
+
+
+def _journaled_posts(inbox: Path) -> bool:
+    """Whether the inbox journal holds a posted message id (read as another process would)."""
+    import sqlite3
+
+    with closing(sqlite3.connect(f"file:{inbox / 'inbox.db'}?mode=ro", uri=True)) as db:
+        return any(sent not in (None, "[]") for (sent,) in db.execute("SELECT sent FROM inbox"))
