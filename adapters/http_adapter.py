@@ -1,7 +1,8 @@
 """`qwenbot serve`: OpenAI's chat-completions API on the engine the chat platforms share.
 
 POST /v1/chat/completions (whole or streamed as Server-Sent Events), GET /v1/models,
-/healthz (the process answers), /readyz (the model is loaded) and /metrics (Prometheus).
+/healthz (the process answers), /readyz (the model is loaded), /metrics (Prometheus) and
+/ (a chat page on the API).
 A request becomes a conversation for ChatService.converse: the caller's own messages, its
 API key's rate limit, the engine's input limits and queue. Keys are compared in constant
 time; without keys the server only listens on loopback (ServeSettings refuses the rest).
@@ -14,11 +15,12 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from adapters.http_errors import ApiError, body, from_refusal, install_error_handlers
@@ -31,27 +33,13 @@ from adapters.http_schemas import (
     speed,
     usage,
 )
+from adapters.http_slot import ServiceSlot
 from bot.access import RateLimiter
 from bot.messages import ReplyDone, ReplyRefused, ReplyText
-from bot.service import ChatService, ReplyOptions
+from bot.service import ReplyOptions
 from bot.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-
-class ServiceSlot:
-    """The chat service once the model is loaded: until then the API answers its probes
-    (/readyz: 503) and refuses requests with 503."""
-
-    def __init__(self) -> None:
-        self.service: ChatService | None = None
-
-    def require(self) -> ChatService:
-        """The service, or a 503 while the model loads."""
-        if self.service is None:
-            raise ApiError(503, "the model is still loading", "server_error", "not_ready",
-                           retry_after_s=5)  # fmt: skip
-        return self.service
 
 
 def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
@@ -87,6 +75,11 @@ def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
                         retry_after_s=5).response()  # fmt: skip
 
     registry = service_registry(slot)
+    page = (Path(__file__).parent / "http_page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def chat_page() -> str:
+        return page  # the API's own client: no build step, no assets from elsewhere
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -19,7 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from adapters.http_adapter import ServiceSlot
+    from adapters.http_slot import ServiceSlot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

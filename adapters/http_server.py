@@ -10,7 +10,8 @@ from contextlib import contextmanager, suppress
 
 import uvicorn
 
-from adapters.http_adapter import ServiceSlot, build_app
+from adapters.http_adapter import build_app
+from adapters.http_slot import ServiceSlot
 from bot.settings import ServeSettings
 
 DEFAULT_PORT = 8000

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,63 +16,12 @@ import openai
 import pytest
 
 from tests.support.bot_process import ROOT, bot_environment
+from tests.support.http_server import request as _request
+from tests.support.http_server import serve as _serve
+from tests.support.http_server import status as _status
 
 KEY = "sk-test-one"
 QUESTION = [{"role": "user", "content": "Hi there"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _serve(
-    state: Path, model: Path, until: str = "/readyz", **settings: str
-) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A `qwenbot serve` process, yielded once `until` answers 200."""
-    port = _free_port()
-    environment = bot_environment(state, model, SERVE__PORT=str(port), **settings)
-    environment["ENGINE__MAX_NEW_TOKENS"] = "8"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--log-level", "INFO"], env=environment,
-        cwd=state, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 240
-    while _status(port, until) != 200:
-        assert server.poll() is None, server.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.05)
-    try:
-        yield port, server
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        _, log = server.communicate(timeout=60)
-        assert "Traceback" not in log, log[-3000:]
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        return _request(port, "GET", path)[0]
-    except OSError:
-        return 0
-
-
-def _request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
