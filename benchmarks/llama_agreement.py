@@ -22,13 +22,16 @@ from typing import IO
 
 
 @contextmanager
-def llama_server(binary: Path, model: Path, threads: int, context: int) -> Iterator[str]:
-    """A running llama-server on the model; yields its base address."""
+def llama_server(
+    binary: Path, model: Path, threads: int, context: int, slots: int = 1
+) -> Iterator[str]:
+    """A running llama-server on the model (context shared by its slots); yields its base
+    address."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-               "-t", str(threads), "-c", str(context), "-np", "1"]  # fmt: skip
+               "-t", str(threads), "-c", str(context), "-np", str(slots)]  # fmt: skip
     address = f"http://127.0.0.1:{port}"
     # Its log goes to a file: a pipe nobody reads fills up and stalls the server.
     with tempfile.TemporaryFile() as log:
