@@ -10,7 +10,6 @@ reads one new token). Benchmarks only: ../shared/tools/build-llama-cpp.sh builds
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from tests.support.http_server import free_port
+
 
 @contextmanager
 def llama_server(
@@ -27,9 +28,7 @@ def llama_server(
 ) -> Iterator[str]:
     """A running llama-server on the model (context shared by its slots); yields its base
     address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                "-t", str(threads), "-c", str(context), "-np", str(slots)]  # fmt: skip
     address = f"http://127.0.0.1:{port}"

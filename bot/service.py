@@ -263,12 +263,12 @@ class ChatService:
         footer = formatting.footer(finished.stats) if self._settings.speed_footer else None
         text = finished.text.strip()
         if not text:
-            return ReplyDone(formatting.EMPTY_REPLY, footer, finished.stats)
+            return ReplyDone(formatting.EMPTY_REPLY, footer, finished.stats, finished.finish_reason)
         if key is not None and finished.finish_reason != "cancelled":
             # Stored as generated (whitespace too, which the chat does not show): the next
             # prompt repeats the tokens the engine kept state for; only the new message is read.
             self._history.save(key, [*turns, ChatTurn("assistant", finished.as_generated)])
-        return ReplyDone(text, footer, finished.stats)
+        return ReplyDone(text, footer, finished.stats, finished.finish_reason)
 
 
 def _refusal(error: EngineError) -> ReplyRefused:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled", "cached"]
+FinishReason = Literal["stop", "length", "cancelled"]  # a cached reply keeps its own
 
 
 @dataclass(frozen=True)

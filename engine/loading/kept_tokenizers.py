@@ -111,7 +111,7 @@ def _through_transformers(source: ModelSource) -> ModelFiles:
             _drop_damaged(folder, source, error)
         else:
             if not (folder / PLAIN_FILE).is_file():  # an entry kept by an earlier version
-                _add_plain(folder, source, kept, config)
+                return ModelFiles(kept, config, _add_plain(folder, source, kept, config))
             return ModelFiles(kept, config)
     if config is None:
         tokenizer, config = _convert_gguf(source)
@@ -127,13 +127,15 @@ def _through_transformers(source: ModelSource) -> ModelFiles:
     return ModelFiles(tokenizer, config, end_ids)
 
 
-def _add_plain(folder: Path, source: ModelSource, tokenizer: Any, config: Any) -> None:
-    """Give an entry kept without a plain file one, for the next start."""
+def _add_plain(folder: Path, source: ModelSource, tokenizer: Any, config: Any) -> tuple[int, ...]:
+    """Give an entry kept without a plain file one, for the next start; the end-of-turn ids
+    it read on the way (bootstrap need not read them again)."""
     end_ids = end_ids_of(load_generation_config(source, config).eos_token_id)
     try:
         write_plain(folder, tokenizer, config, end_ids)
     except OSError as error:  # a read-only or full disk: read through transformers
         log.warning("could not keep the tokenizer in %s: %s", folder.parent, error)
+    return end_ids
 
 
 def _drop_damaged(folder: Path, source: ModelSource, error: Exception) -> None:

@@ -55,7 +55,7 @@ class StatsSnapshot:
     prefix_tokens_saved: int = 0  # prompt tokens not read again thanks to kept state
     kv_kept_bytes: int = 0  # memory of kept conversation states
     prompt_tokens: int = 0  # read by the model (kept state and cached replies excluded)
-    ttft_histogram: HistogramSnapshot | None = None  # every answered request's
+    ttft_histogram: HistogramSnapshot | None = None  # replies the model wrote (no cache hits)
     latency_histogram: HistogramSnapshot | None = None
 
     @property
@@ -103,13 +103,13 @@ class EngineStats:
             self._requests += 1
             self._latency.append(stats.total_s)
             self._latency_histogram.observe(stats.total_s)
-            self._ttft_histogram.observe(stats.ttft_s)
             if stats.cache_hit:
                 self._cache_hits += 1
                 return
             self._tokens += stats.generated_tokens
             self._prompt_tokens += stats.prompt_tokens - stats.reused_tokens
-            self._ttft.append(stats.ttft_s)
+            self._ttft.append(stats.ttft_s)  # replies the model wrote, as /stats shows them
+            self._ttft_histogram.observe(stats.ttft_s)
             if stats.generated_tokens > 1:
                 self._tps.append(stats.decode_tps)
 

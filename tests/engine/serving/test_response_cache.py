@@ -173,3 +173,18 @@ async def test_in_flight_sharing_works_without_the_disk_cache(
     assert first.text == second.text == later.text
     assert counter.calls == 20  # the pair shared one generation; the later one ran again
     assert not later.stats.cache_hit
+
+
+def test_a_reply_cut_at_the_limit_is_replayed_as_cut_and_old_entries_read_as_stopped(
+    tmp_path: Path,
+) -> None:
+    from engine.serving.json_store import dumps
+
+    cache = ResponseCache(tmp_path / "c", 1 << 20)
+    cache.put("cut", CachedReply("a long", 3, 4, 0.0, "length"))
+    # An entry written before replies kept their finish reason.
+    cache._store.set("old", dumps({"text": "hi", "prompt_tokens": 1, "generated_tokens": 1,  # type: ignore[union-attr]
+                                   "created_at": 0.0}))  # fmt: skip
+    assert cache.get("cut") == CachedReply("a long", 3, 4, 0.0, "length")
+    assert cache.get("old") == CachedReply("hi", 1, 1, 0.0, "stop")
+    cache.close()
