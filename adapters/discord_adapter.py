@@ -16,7 +16,7 @@ from adapters.discord_render import NO_PINGS, DiscordReplyRenderer
 from adapters.discord_replay import chat_key, message_key, replay_pending
 from adapters.shutdown import finish_or_cancel
 from bot.commands import COMMANDS
-from bot.inbox import Inbox
+from bot.inbox import Journal
 from bot.messages import IncomingMessage, Notice
 from bot.service import ChatService
 from bot.settings import DiscordSettings
@@ -31,7 +31,7 @@ class QwenDiscordBot(commands.Bot):
     """The discord.py client: setup in setup_hook, one reply task per answered message."""
 
     def __init__(
-        self, service: ChatService, settings: DiscordSettings, inbox: Inbox, **options: Any
+        self, service: ChatService, settings: DiscordSettings, inbox: Journal, **options: Any
     ) -> None:
         # A text bot: no voice, so no start-up warnings about voice libraries it never needs.
         discord.VoiceClient.warn_nacl = False
@@ -63,9 +63,16 @@ class QwenDiscordBot(commands.Bot):
         where = f"server {self._settings.guild_id}" if guild else "all servers (can take an hour)"
         log.info("synced %d slash commands to %s", len(synced), where)
         # Logged in, not yet connected: messages taken before a restart start first.
-        self._replay = asyncio.create_task(
-            replay_pending(self, self.answer, self._inbox, self._service)
-        )
+        self._replay = asyncio.create_task(self._replay_owed())
+
+    async def _replay_owed(self) -> None:
+        """Messages owed from before the restart; in a fleet sharing a Redis, then those a
+        process that died still owes, as they are found."""
+        while True:
+            await replay_pending(self, self.answer, self._inbox, self._service)
+            if self._inbox.sweep_s is None:
+                return
+            await asyncio.sleep(self._inbox.sweep_s)
 
     def _slash_command(self, name: str) -> app_commands.Command[Any, Any, None]:
         async def callback(interaction: discord.Interaction) -> None:
@@ -169,7 +176,7 @@ class DiscordAdapter:
     """Runs the Discord bot until told to stop."""
 
     def __init__(
-        self, service: ChatService, settings: DiscordSettings, inbox: Inbox, **options: Any
+        self, service: ChatService, settings: DiscordSettings, inbox: Journal, **options: Any
     ) -> None:
         if settings.token is None:
             raise ValueError("DISCORD__TOKEN is not set")

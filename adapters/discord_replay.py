@@ -15,7 +15,7 @@ import discord
 from adapters.discord_messages import PLATFORM, to_incoming
 from adapters.discord_render import NO_PINGS
 from bot import formatting
-from bot.inbox import Inbox, InboxEntry, Replay
+from bot.inbox import InboxEntry, Journal, Replay
 from bot.service import ChatService
 
 Answer = Callable[[discord.Message], Awaitable[None]]
@@ -40,7 +40,7 @@ def chat_key(channel_id: int) -> str:
 
 
 async def replay_pending(
-    bot: discord.Client, answer: Answer, inbox: Inbox, service: ChatService
+    bot: discord.Client, answer: Answer, inbox: Journal, service: ChatService
 ) -> None:
     """Answer (with `answer`; when too old, apologise) every message the inbox still owes."""
     if bot.user is None:
@@ -60,7 +60,7 @@ async def replay_pending(
 async def _replay_channel(
     bot: discord.Client,
     answer: Answer,
-    inbox: Inbox,
+    inbox: Journal,
     service: ChatService,
     entries: list[InboxEntry],
 ) -> None:

@@ -47,7 +47,7 @@ def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="qwenbot", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     keys = [key.get_secret_value().encode() for key in settings.api_keys]
-    limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    own_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     limit = settings.max_body_kb * 1024
 
     def caller(request: Request) -> str:
@@ -101,7 +101,7 @@ def build_app(slot: ServiceSlot, settings: ServeSettings) -> FastAPI:
         service = slot.require()
         model = service.model_name()
         asked = _parse(await _read_body(request, limit))
-        wait = limiter.acquire(f"http:{owner}")
+        wait = (slot.limiter or own_limiter).acquire(f"http:{owner}")
         if wait > 0:
             service.requests.record("http", "rate_limited")
             raise ApiError(429, f"too many requests; try again in {wait:.0f} s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from adapters.http_errors import ApiError
+from bot.access import Limiter
 from bot.service import ChatService
 
 
@@ -12,6 +13,8 @@ class ServiceSlot:
 
     def __init__(self) -> None:
         self.service: ChatService | None = None
+        # Per-key request limits shared by a fleet (bot.state); None: this process's own.
+        self.limiter: Limiter | None = None
 
     def require(self) -> ChatService:
         """The service, or a 503 while the model loads."""

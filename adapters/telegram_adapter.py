@@ -24,7 +24,7 @@ from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
 from bot.commands import COMMANDS
-from bot.inbox import Inbox, Replay
+from bot.inbox import Journal, Replay
 from bot.service import ChatService
 from bot.settings import TelegramSettings
 
@@ -41,7 +41,7 @@ class TelegramAdapter:
         self,
         service: ChatService,
         settings: TelegramSettings,
-        inbox: Inbox,
+        inbox: Journal,
         rate_limiter: BaseRateLimiter[int] | None = None,
     ) -> None:
         if settings.token is None:
@@ -88,12 +88,19 @@ class TelegramAdapter:
                 [BotCommand(name, text) for name, text in COMMANDS.items()]
             )
             await app.start()
+            sweeping = None
             try:
                 await self._replay_pending()  # before new updates: each chat keeps its order
                 await self._start_receiving()
                 log.info("telegram bot @%s serving (%s)", app.bot.username, self._settings.mode)
+                if self._inbox.sweep_s is not None:
+                    sweeping = asyncio.create_task(self._sweep(self._inbox.sweep_s))
                 await stop.wait()
             finally:
+                if sweeping is not None:
+                    sweeping.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeping
                 if app.updater is not None and app.updater.running:
                     await app.updater.stop()  # no new updates from here on
                 await finish_or_cancel(self._replies, self._settings.shutdown_grace_s)
@@ -118,9 +125,15 @@ class TelegramAdapter:
             allowed_updates=updates,
         )
 
+    async def _sweep(self, every_s: float) -> None:
+        """A fleet sharing a Redis: answer what a process that died still owes."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self._replay_pending()
+
     async def _replay_pending(self) -> None:
         """Queue the updates taken before a restart and never answered, oldest first; too
-        old ones get a short apology instead (Inbox.replay)."""
+        old ones get a short apology instead (Journal.replay)."""
         bot = self.application.bot
         replayed = 0
         for entry in self._inbox.pending(self._queue.prefix):

@@ -13,7 +13,7 @@ from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
 from telegram.ext import BaseUpdateProcessor
 
-from bot.inbox import Inbox
+from bot.inbox import Journal
 from bot.messages import IncomingMessage, ReplyContext
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class JournalingQueue(asyncio.Queue[object]):
     (a redelivery) is dropped here, so it is answered once.
     """
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Journal) -> None:
         super().__init__()
         self._inbox = inbox
         # Update ids count per bot: two bots sharing a state folder must not collide.
@@ -121,7 +121,7 @@ class PerChatOrder(BaseUpdateProcessor):
     """Different chats are served at once; updates of one chat run one after another, in the
     order they arrived, so its replies (and its history) never interleave."""
 
-    def __init__(self, max_concurrent_updates: int, inbox: Inbox, keys: JournalingQueue) -> None:
+    def __init__(self, max_concurrent_updates: int, inbox: Journal, keys: JournalingQueue) -> None:
         super().__init__(max_concurrent_updates)
         self._inbox = inbox
         self._keys = keys

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from adapters.http_server import HttpAdapter
     from adapters.telegram_adapter import TelegramAdapter
     from bot.service import ChatService
+    from bot.state.open_state import BotState
     from engine import ProgressCallback
 
 log = logging.getLogger("qwenbot")
@@ -91,27 +92,27 @@ def loading_progress(console: Console) -> Iterator[ProgressCallback]:
 
 
 @asynccontextmanager
-async def running_service(settings: Settings, console: Console) -> AsyncIterator[ChatService]:
-    """Load the engine (with a progress bar) and open history; close both at the end."""
+async def running_service(
+    settings: Settings, console: Console
+) -> AsyncIterator[tuple[ChatService, BotState]]:
+    """Open the state (embedded or Redis), load the engine (with a progress bar); close
+    both at the end."""
     # Imported here, not at the top: torch and transformers take seconds to import.
-    from bot.history import HistoryStore  # noqa: PLC0415
-    from bot.service import ChatService  # noqa: PLC0415
+    from bot.state.open_state import open_state  # noqa: PLC0415
     from engine import Engine  # noqa: PLC0415
 
-    engine = Engine(settings.engine)
-    history: HistoryStore | None = None
+    state = await asyncio.to_thread(open_state, settings)
+    engine = Engine(settings.engine, state.reply_cache)
     try:
         with loading_progress(console) as progress:
             config = await engine.start(progress)
         console.print(f"qwenbot · {config.summary()}", highlight=False, soft_wrap=True)
-        history = await asyncio.to_thread(
-            HistoryStore, settings.bot.history_dir, settings.bot.history_size_mb * 2**20
-        )
-        yield ChatService(engine, settings.bot, history)
+        if state.link is not None:
+            log.info("state shared in Redis at %s", state.link.where)
+        yield state.chat_service(engine), state
     finally:
         await engine.close()  # cancels replies still running
-        if history is not None:
-            history.close()
+        state.close()
 
 
 async def run_chat(settings: Settings, interactive: bool) -> int:
@@ -119,7 +120,7 @@ async def run_chat(settings: Settings, interactive: bool) -> int:
     from adapters.console_adapter import ConsoleChat, read_stdin_line  # noqa: PLC0415
 
     console = Console(stderr=True)
-    async with running_service(settings, console) as service:
+    async with running_service(settings, console) as (service, _):
         chat = ConsoleChat(service)
         if interactive:
             return await chat.run_interactive(read_stdin_line)
@@ -142,10 +143,14 @@ async def run_platforms(settings: Settings, platforms: list[str]) -> int:
             http = HttpAdapter(settings.serve)
             await http.start()
             log.info("HTTP API on http://%s", http.address)
-        async with running_service(settings, Console(stderr=True)) as service:
+        async with running_service(settings, Console(stderr=True)) as (service, state):
             if http is not None:
+                serve = settings.serve
+                http.slot.limiter = state.limiter(
+                    serve.rate_limit_per_minute, serve.rate_limit_burst, "http"
+                )
                 http.slot.service = service
-            return await _serve(settings, service, platforms, stop, http)
+            return await _serve(settings, service, state, platforms, stop=stop, http=http)
     except OSError as error:
         print(f"qwenbot: {error}", file=sys.stderr)
         return 1
@@ -159,24 +164,25 @@ async def run_platforms(settings: Settings, platforms: list[str]) -> int:
 async def _serve(
     settings: Settings,
     service: ChatService,
+    state: BotState,
     platforms: list[str],
+    *,
     stop: asyncio.Event,
     http: HttpAdapter | None,
 ) -> int:
     from adapters.discord_adapter import DiscordAdapter  # noqa: PLC0415
     from adapters.telegram_adapter import TelegramAdapter  # noqa: PLC0415
-    from bot.inbox import Inbox  # noqa: PLC0415
 
     # One journal for every platform: what each took, and what each still owes.
-    with closing(Inbox(settings.bot.inbox_dir, settings.bot.replay_within_s)) as inbox:
-        adapters: list[TelegramAdapter | DiscordAdapter | HttpAdapter] = []
-        if "telegram" in platforms:
-            adapters.append(TelegramAdapter(service, settings.telegram, inbox))
-        if "discord" in platforms:
-            adapters.append(DiscordAdapter(service, settings.discord, inbox))
-        if http is not None:
-            adapters.append(http)
-        return await _run_adapters(adapters, stop)
+    inbox = state.journal()  # closed with the state
+    adapters: list[TelegramAdapter | DiscordAdapter | HttpAdapter] = []
+    if "telegram" in platforms:
+        adapters.append(TelegramAdapter(service, settings.telegram, inbox))
+    if "discord" in platforms:
+        adapters.append(DiscordAdapter(service, settings.discord, inbox))
+    if http is not None:
+        adapters.append(http)
+    return await _run_adapters(adapters, stop)
 
 
 async def _run_adapters(
@@ -236,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qwenbot: {found}", file=sys.stderr)
             return 2
         platforms = found
-    tokens = (settings.telegram.token, settings.discord.token, *settings.serve.api_keys)
-    secrets = [token.get_secret_value() for token in tokens if token is not None]
-    configure_logging(level, secrets)  # now that the tokens are known, they are redacted too
+    configure_logging(
+        level, settings.secrets()
+    )  # now that the tokens are known, they are redacted too
     # Library progress bars would garble ours; tqdm reads this once, when it is imported.
     os.environ.setdefault("TQDM_DISABLE", "1")
     # python-telegram-bot's future duration type, opted into now: its RetryAfter otherwise

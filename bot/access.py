@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
 
 from bot.messages import IncomingMessage
 from bot.settings import BotSettings
@@ -42,6 +43,18 @@ class AccessPolicy:
             or message.platform_admin
             or message.user_id in self._settings.admin_ids
         )
+
+
+class Limiter(Protocol):
+    """Token buckets per user: RateLimiter (one process) or bot.state's Redis one (a fleet)."""
+
+    def acquire(self, user: str) -> float:
+        """Take one token: 0.0 if allowed, else the seconds until the next one is available."""
+        ...
+
+    def first_refusal(self, user: str, wait_s: float) -> bool:
+        """True for the first refusal of a cooldown window."""
+        ...
 
 
 class RateLimiter:

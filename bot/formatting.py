@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine import EngineError, PromptTooLong, ReplyStats, StatsSnapshot
 
 NOT_ALLOWED = "Sorry, this bot is private."
@@ -92,8 +94,8 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
-def stats_text(snapshot: StatsSnapshot) -> str:
-    """The admin /stats report."""
+def stats_text(snapshot: StatsSnapshot, extra: Sequence[str] = ()) -> str:
+    """The admin /stats report (`extra`: lines from outside the engine, e.g. Redis)."""
     errors = ", ".join(f"{kind} {n}" for kind, n in sorted(snapshot.errors.items())) or "none"
     lines = ["📊 qwenbot stats"]
     if snapshot.config is not None:
@@ -115,4 +117,5 @@ def stats_text(snapshot: StatsSnapshot) -> str:
     ]
     if snapshot.config is not None and snapshot.config.fallbacks:
         lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]
+    lines += extra
     return "\n".join(lines)

@@ -5,13 +5,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine import STORE_ERRORS, ChatTurn, dumps, open_json_store, read_row
 
 log = logging.getLogger(__name__)
 
 TokenCounter = Callable[[Sequence[ChatTurn]], int]
+
+
+class ConversationHistory(Protocol):
+    """Where conversations are remembered: HistoryStore (one process) or Redis (a fleet)."""
+
+    def load(self, key: str) -> list[ChatTurn]:
+        """The stored turns of a conversation, oldest first."""
+        ...
+
+    def save(self, key: str, turns: Sequence[ChatTurn]) -> None:
+        """Replace the stored turns of a conversation."""
+        ...
+
+    def clear(self, key: str) -> None:
+        """Forget a conversation."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
 
 
 class HistoryStore:
@@ -34,7 +54,7 @@ class HistoryStore:
         """The stored turns of a conversation, oldest first."""
         if self._store is None:
             return list(self._memory.get(key, []))
-        turns = read_row(self._store, key, _turns, "history store")
+        turns = read_row(self._store, key, parse_turns, "history store")
         return turns or []
 
     def save(self, key: str, turns: Sequence[ChatTurn]) -> None:
@@ -43,7 +63,7 @@ class HistoryStore:
             self._memory[key] = list(turns)
             return
         try:
-            self._store.set(key, dumps([{"role": t.role, "content": t.content} for t in turns]))
+            self._store.set(key, turns_json(turns))
         except STORE_ERRORS as error:
             log.warning("history write failed: %s", error)
 
@@ -64,7 +84,12 @@ class HistoryStore:
             self._store = None
 
 
-def _turns(stored: Any) -> list[ChatTurn]:
+def turns_json(turns: Sequence[ChatTurn]) -> str:
+    """A conversation as stored: JSON text of role/content pairs."""
+    return dumps([{"role": turn.role, "content": turn.content} for turn in turns])
+
+
+def parse_turns(stored: Any) -> list[ChatTurn]:
     """A stored conversation, checked: a row written by something else is refused."""
     turns = []
     for item in stored:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine import dumps, open_or_repair, require_intact
 
@@ -61,6 +61,49 @@ class InboxEntry:
     sent: tuple[int, ...] = ()  # messages an interrupted answer left behind, to take back
 
 
+def verdict(entry: InboxEntry, replay_within_s: float) -> Replay:
+    """Answer, apologise or drop: by the entry's age (BOT__REPLAY_WITHIN_S, then a day).
+    An answer to a question asked long ago lands in a conversation that has moved on; the
+    user can ask again in a second."""
+    if entry.age_s <= replay_within_s:
+        return Replay.ANSWER
+    return Replay.APOLOGISE if entry.age_s <= APOLOGY_WITHIN_S else Replay.DROP
+
+
+class Journal(Protocol):
+    """What the adapters need of the inbox: Inbox (SQLite, one process) or bot.state's
+    RedisInbox (every process of a fleet)."""
+
+    # How often `pending` is worth asking again while running (a fleet takes over the
+    # messages of a process that died); None: only at start-up.
+    sweep_s: float | None
+
+    def receive(self, key: str, chat: str, payload: dict[str, Any]) -> bool:
+        """Record a message before any work on it; False for a redelivery."""
+        ...
+
+    def done(self, key: str) -> None:
+        """The message was answered, or deliberately not: never replay it."""
+        ...
+
+    def posted(self, key: str, message_id: int) -> None:
+        """A message was posted for this entry's answer (taken back if it is interrupted)."""
+        ...
+
+    def pending(self, prefix: str) -> list[InboxEntry]:
+        """Entries of one platform owed and answered by nobody alive, oldest first; from
+        now on this process's to answer."""
+        ...
+
+    def replay(self, entry: InboxEntry) -> Replay:
+        """Answer, apologise or drop (by the entry's age)."""
+        ...
+
+    def close(self) -> None:
+        """Release the journal."""
+        ...
+
+
 class Inbox:
     """The journal of incoming messages; one per state directory, used from the event loop.
 
@@ -76,6 +119,7 @@ class Inbox:
         self.directory = directory
         self.path = directory / "inbox.db"
         self.replay_within_s = replay_within_s
+        self.sweep_s: float | None = None  # one process: what it owes is known at start-up
         self._clock = clock
         self._memory: set[str] = set()  # keys taken while the disk failed us
         self._degraded = False
@@ -194,12 +238,8 @@ class Inbox:
         return entries
 
     def replay(self, entry: InboxEntry) -> Replay:
-        """Answer, apologise or drop: by the entry's age (BOT__REPLAY_WITHIN_S, then a day).
-        An answer to a question asked long ago lands in a conversation that has moved on;
-        the user can ask again in a second."""
-        if entry.age_s <= self.replay_within_s:
-            return Replay.ANSWER
-        return Replay.APOLOGISE if entry.age_s <= APOLOGY_WITHIN_S else Replay.DROP
+        """Answer, apologise or drop (by the entry's age: `verdict`)."""
+        return verdict(entry, self.replay_within_s)
 
     def close(self) -> None:
         """Close the journal (every write is already on disk)."""

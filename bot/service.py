@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import unicodedata
-import weakref
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from bot import formatting
-from bot.access import Access, AccessPolicy, RateLimiter
+from bot.access import Access, AccessPolicy, Limiter, RateLimiter
 from bot.commands import COMMANDS, HELP_TEXT, START_TEXT, Command, parse_command
-from bot.history import HistoryStore, trim_to_budget
+from bot.history import ConversationHistory, trim_to_budget
 from bot.messages import (
     IncomingMessage,
     Notice,
@@ -26,6 +24,7 @@ from bot.messages import (
 )
 from bot.request_counts import ANSWERED, RequestCounts
 from bot.settings import BotSettings
+from bot.state.conversation_locks import ConversationLocks, LocalLocks
 from engine import (
     ChatTurn,
     Engine,
@@ -89,15 +88,29 @@ class ReplyOptions:
 class ChatService:
     """Access, commands, rate limits, history and the engine stream, for any adapter."""
 
-    def __init__(self, engine: Engine, settings: BotSettings, history: HistoryStore) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: BotSettings,
+        history: ConversationHistory,
+        *,
+        limiter: Limiter | None = None,
+        locks: ConversationLocks | None = None,
+        state_status: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """limiter, locks, state_status: the shared ones of a fleet (bot.state); by default
+        this process's own."""
         self._engine = engine
         self._settings = settings
         self._history = history
         self._access = AccessPolicy(settings)
         self.requests = RequestCounts()
-        self._limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self._limiter = limiter or RateLimiter(
+            settings.rate_limit_per_minute, settings.rate_limit_burst
+        )
         # One lock per conversation: its messages are answered in order, its history stays whole.
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._locks = locks or LocalLocks()
+        self._state_status = state_status
 
     def ready(self) -> bool:
         """Whether the model is loaded and its worker answering."""
@@ -169,7 +182,8 @@ class ChatService:
         if command.name == "stats":
             if not self._access.is_admin(message):
                 return formatting.ADMIN_ONLY
-            return formatting.stats_text(self._engine.snapshot())
+            status = self._state_status()
+            return formatting.stats_text(self._engine.snapshot(), [status] if status else [])
         return HELP_TEXT  # /help and unknown commands: help, never a model call
 
     async def _answer(
@@ -186,8 +200,7 @@ class ChatService:
             yield Notice(formatting.input_too_long(tokens, limit, len(text)), is_error=True)
             return
         key = message.conversation_key
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._locks.hold(key):
             user = ChatTurn("user", with_quote(text, message))
             history = chain_turns(message)
             if not history and message.keep_history:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -158,6 +159,26 @@ class ServeSettings(BaseModel):
         return self
 
 
+class StateSettings(BaseModel):
+    """Where the bot's memory lives: embedded stores (one process), or Redis (a fleet)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: SecretStr | None = Field(
+        None, description="redis://[:password@]host:port/db; unset = embedded stores"
+    )
+    prefix: str = Field("qwenbot", min_length=1, description="key prefix: bots sharing a Redis")
+    timeout_s: float = Field(1.0, gt=0, description="longest wait for one Redis command")
+    history_ttl_days: float = Field(30.0, gt=0, description="an idle chat's history is kept")
+    cache_ttl_days: float = Field(7.0, gt=0, description="a cached reply is kept")
+    lock_lease_s: float = Field(
+        15.0, ge=1.0, description="a dead process's chat lock frees itself after this"
+    )
+    owner_ttl_s: float = Field(
+        10.0, ge=1.0, description="a dead process's unanswered messages are taken over after"
+    )
+
+
 class Settings(BaseSettings):
     """Top-level settings; nested with `__`, e.g. ENGINE__MODEL or BOT__ADMIN_IDS."""
 
@@ -175,6 +196,17 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = TelegramSettings()
     discord: DiscordSettings = DiscordSettings()
     serve: ServeSettings = ServeSettings()
+    state: StateSettings = StateSettings()
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log filter to redact: bot tokens, API keys, and the
+        Redis URL's password (a library may print the URL)."""
+        tokens = (self.telegram.token, self.discord.token, *self.serve.api_keys)
+        found = [token.get_secret_value() for token in tokens if token is not None]
+        if self.state.redis_url is not None:
+            password = urlsplit(self.state.redis_url.get_secret_value()).password
+            found += [password] if password else []
+        return found
 
 
 class SettingsInvalid(ValueError):
@@ -189,7 +221,7 @@ def _is_secret(name: str) -> bool:
     """TELEGRAM__TOKEN, WEBHOOK_SECRET_TOKEN, ...: values never echoed back."""
     last = name.rsplit("__", 1)[-1]
     return (
-        last == "TOKEN"
+        last in {"TOKEN", "REDIS_URL"}  # a Redis URL may carry a password
         or last.endswith("_TOKEN")
         or any(word in last for word in ("SECRET", "PASSWORD", "KEY"))
     )

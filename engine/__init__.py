@@ -36,12 +36,17 @@ if TYPE_CHECKING:
     from engine.serving.json_store import dumps as dumps
     from engine.serving.json_store import open_json_store as open_json_store
     from engine.serving.json_store import read_row as read_row
+    from engine.serving.response_cache import CachedReply as CachedReply
+    from engine.serving.response_cache import ReplyCache as ReplyCache
+    from engine.serving.response_cache import cached_reply as cached_reply
+    from engine.serving.response_cache import reply_json as reply_json
     from engine.serving.stats import StatsSnapshot as StatsSnapshot
     from engine.serving.store_repair import open_or_repair as open_or_repair
     from engine.serving.store_repair import require_intact as require_intact
 
 # Each public name and the module it lives in.
 _HOMES = {
+    "CachedReply": "engine.serving.response_cache",
     "ChatTurn": "engine.events",
     "Engine": "engine.engine",
     "EngineError": "engine.errors",
@@ -51,21 +56,25 @@ _HOMES = {
     "ProgressCallback": "engine.loading.stages",
     "PromptTooLong": "engine.errors",
     "Queued": "engine.events",
+    "ReplyCache": "engine.serving.response_cache",
     "ReplyStats": "engine.events",
     "STORE_ERRORS": "engine.serving.json_store",
     "Started": "engine.events",
     "StatsSnapshot": "engine.serving.stats",
     "TokenText": "engine.events",
+    "cached_reply": "engine.serving.response_cache",
     "default_data_dir": "engine.config",
     "dumps": "engine.serving.json_store",
     "open_json_store": "engine.serving.json_store",
     "open_or_repair": "engine.serving.store_repair",
     "read_row": "engine.serving.json_store",
+    "reply_json": "engine.serving.response_cache",
     "require_intact": "engine.serving.store_repair",
     "quiet_libraries": "engine.loading.library_logs",
 }
 __all__ = [
     "STORE_ERRORS",
+    "CachedReply",
     "ChatTurn",
     "Engine",
     "EngineError",
@@ -75,16 +84,19 @@ __all__ = [
     "ProgressCallback",
     "PromptTooLong",
     "Queued",
+    "ReplyCache",
     "ReplyStats",
     "Started",
     "StatsSnapshot",
     "TokenText",
+    "cached_reply",
     "default_data_dir",
     "dumps",
     "open_json_store",
     "open_or_repair",
     "quiet_libraries",
     "read_row",
+    "reply_json",
     "require_intact",
 ]
 

@@ -27,7 +27,13 @@ from engine.loading.decode_loop import SamplingParams
 from engine.loading.stages import ProgressCallback, no_progress
 from engine.serving.prefix_cache import PrefixCache
 from engine.serving.reply_output import Job
-from engine.serving.response_cache import CachedReply, ResponseCache, as_cached, reply_key
+from engine.serving.response_cache import (
+    CachedReply,
+    ReplyCache,
+    ResponseCache,
+    as_cached,
+    reply_key,
+)
 from engine.serving.stats import EngineStats, StatsSnapshot
 from engine.serving.worker import Failed, Worker, WorkerLimits
 from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
@@ -47,7 +53,8 @@ class PreparedPrompt:
 class Engine:
     """Owns the worker thread and the response cache; safe to share between adapters."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, reply_cache: ReplyCache | None = None) -> None:
+        """`reply_cache`: a shared store (several processes) instead of the disk one."""
         self.settings = settings
         self.stats = EngineStats()
         budget = settings.prefix_cache_mb * 1024 * 1024
@@ -55,7 +62,7 @@ class Engine:
         limits = WorkerLimits.from_settings(settings)
         self._worker = Worker(limits, self.stats, self._prefix_cache)
         self._bundle: LoadedModel | None = None
-        self._cache: ResponseCache | None = None
+        self._cache: ReplyCache | None = reply_cache if settings.cache_enabled else None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
         # The chat service counts a conversation's tokens while trimming its history, then
         # asks for that same conversation: remember recent renders so the event loop does
@@ -64,7 +71,7 @@ class Engine:
 
     async def start(self, progress: ProgressCallback = no_progress) -> EffectiveConfig:
         """Load the model on the worker thread; the event loop stays free meanwhile."""
-        if self.settings.cache_enabled:
+        if self.settings.cache_enabled and self._cache is None:
             self._cache = await asyncio.to_thread(
                 ResponseCache, self.settings.cache_dir, self.settings.cache_size_mb * 1024 * 1024
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ import pytest
 if TYPE_CHECKING:
     from engine.config import EngineSettings
     from engine.engine import Engine
+    from tests.support.redis_server import RedisServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,3 +81,16 @@ async def engine(engine_settings: EngineSettings) -> AsyncIterator[Engine]:
     await started.start()
     yield started
     await started.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own, on a free port; stopped after it."""
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

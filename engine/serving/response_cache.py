@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import diskcache
 
@@ -64,7 +64,8 @@ class CachedReply:
     finish_reason: Literal["stop", "length"] = "stop"  # why the run that made it ended
 
 
-def _reply(data: Any) -> CachedReply:
+def cached_reply(data: Any) -> CachedReply:
+    """A reply as stored (parsed JSON), checked; a row of another shape raises."""
     return CachedReply(
         text=str(data["text"]),
         prompt_tokens=int(data["prompt_tokens"]),
@@ -73,6 +74,11 @@ def _reply(data: Any) -> CachedReply:
         # Entries kept before the reason was: "stop" (a reply cut at the limit says "length").
         finish_reason="length" if data.get("finish_reason") == "length" else "stop",
     )
+
+
+def reply_json(reply: CachedReply) -> str:
+    """A reply as stored: canonical JSON text, never a pickle."""
+    return dumps(asdict(reply))
 
 
 def as_cached(finished: Finished) -> CachedReply:
@@ -85,6 +91,28 @@ def as_cached(finished: Finished) -> CachedReply:
         time.time(),
         "length" if finished.finish_reason == "length" else "stop",
     )
+
+
+class ReplyCache(Protocol):
+    """Where deterministic replies are kept: a disk store here, or one shared by several
+    processes (bot.state's Redis store). A broken store answers misses, never raises."""
+
+    @property
+    def available(self) -> bool:
+        """False when replies can never be cached (the store could not be opened)."""
+        ...
+
+    def get(self, key: str) -> CachedReply | None:
+        """The cached reply for key, or None."""
+        ...
+
+    def put(self, key: str, reply: CachedReply) -> None:
+        """Keep a reply (best effort)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
 
 
 class ResponseCache:
@@ -107,14 +135,14 @@ class ResponseCache:
         """The cached reply for key, or None on a miss or any store error."""
         if self._store is None:
             return None
-        return read_row(self._store, key, _reply, "reply cache")
+        return read_row(self._store, key, cached_reply, "reply cache")
 
     def put(self, key: str, reply: CachedReply) -> None:
         """Store a reply; failures are logged and otherwise ignored."""
         if self._store is None:
             return
         try:
-            self._store.set(key, dumps(asdict(reply)))
+            self._store.set(key, reply_json(reply))
         except STORE_ERRORS as error:
             log.warning("response cache write failed, reply not cached: %s", error)
 

@@ -1,0 +1,1 @@
+"""Where the bot's memory lives: embedded stores in one process, or Redis for a fleet."""
