@@ -172,6 +172,11 @@ class QwenDiscordBot(commands.Bot):
                 await interaction.response.send_message(APOLOGY, ephemeral=True)
 
 
+class ShardedQwenDiscordBot(QwenDiscordBot, commands.AutoShardedBot):
+    """The same bot on discord.py's AutoShardedBot: one gateway connection per shard, for a
+    bot in more servers than one connection may serve (Discord asks from 2,500 on)."""
+
+
 class DiscordAdapter:
     """Runs the Discord bot until told to stop."""
 
@@ -181,7 +186,16 @@ class DiscordAdapter:
         if settings.token is None:
             raise ValueError("DISCORD__TOKEN is not set")
         self._settings = settings
-        self.bot = QwenDiscordBot(service, settings, inbox, **options)
+        if settings.shard_count is None:
+            self.bot = QwenDiscordBot(service, settings, inbox, **options)
+            return
+        # Several processes, each its shard ids (DISCORD__SHARD_IDS), make one bot: their
+        # state (history, limits, inbox) is shared through Redis (STATE__REDIS_URL).
+        shards = {
+            "shard_count": settings.shard_count,
+            "shard_ids": list(settings.shard_ids) or None,
+        }
+        self.bot = ShardedQwenDiscordBot(service, settings, inbox, **shards, **options)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Log in, serve until `stop` is set, then let replies finish and close."""

@@ -118,11 +118,25 @@ class DiscordSettings(BaseModel):
     edit_interval_s: float = Field(1.0, ge=0.0, description="least time between edits")
     max_reply_chain: int = Field(20, ge=0, description="replied-to messages read as context")
     shutdown_grace_s: float = Field(10.0, ge=0.0, description="time replies get to finish")
+    shard_count: int | None = Field(
+        None, ge=1, description="shards of the whole bot (discord.py's AutoShardedBot)"
+    )
+    shard_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="the shards this process runs; empty = all of them"
+    )
 
-    @field_validator("admin_role_ids", mode="before")
+    @field_validator("admin_role_ids", "shard_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: Any) -> Any:
         return _parse_ids(value)
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> DiscordSettings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("shard_ids needs DISCORD__SHARD_COUNT")
+        if any(not 0 <= shard < (self.shard_count or 0) for shard in self.shard_ids):
+            raise ValueError(f"shard ids run from 0 to {(self.shard_count or 1) - 1}")
+        return self
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})

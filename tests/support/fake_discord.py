@@ -1054,6 +1054,8 @@ class FakeDiscord:
             "user_settings": {},
             "_trace": ["fake-gateway"],
         }
+        if "shard" in data:  # a sharded client: READY says which shard this session is
+            ready["shard"] = data["shard"]
         await self.dispatch("READY", ready)
         await self.dispatch("GUILD_CREATE", self.guild_create_payload())
 
