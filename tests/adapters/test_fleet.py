@@ -91,6 +91,15 @@ async def fleet(
         await running.close()
 
 
+def stored_history(redis: RedisServer, chat: int) -> list[dict[str, str]]:
+    """A private chat's history as the processes left it in Redis."""
+    client = redis.client()
+    try:
+        return list(json.loads(client.get(f"qwenbot:history:telegram:{chat}:")))
+    finally:
+        client.close()
+
+
 def texts(api: FakeBotAPI, chat: int) -> list[str]:
     """Every message sent to a chat."""
     return [call["text"] for call in api.sent("sendMessage", chat)]
@@ -106,11 +115,7 @@ async def test_two_processes_behind_one_webhook_act_as_one_bot(
     # A conversation whose turns land on alternating processes keeps its whole history.
     for turn, index in enumerate([0, 1, 0]):
         await fleet.ask(index, f"Turn {turn}: tell me more", chat=1001, replies=turn + 1)
-    client = redis_server.client()
-    try:
-        stored = json.loads(client.get("qwenbot:history:telegram:1001:"))
-    finally:
-        client.close()
+    stored = stored_history(redis_server, 1001)
     asked = [turn["content"] for turn in stored if turn["role"] == "user"]
     assert asked == [f"Turn {n}: tell me more" for n in range(3)]
     assert [turn["role"] for turn in stored] == ["user", "assistant"] * 3
@@ -169,12 +174,9 @@ async def test_redis_down_mid_run_the_bot_answers_throughout_then_recovers(
     redis_server.start()
     await asyncio.sleep(3)  # the heartbeat notices within a second or two
     await fleet.ask(0, "What is my name?", chat=6001, replies=3)
-    client = redis_server.client()
-    try:
-        stored = json.loads(client.get("qwenbot:history:telegram:6001:"))
-    finally:
-        client.close()
-    asked = [turn["content"] for turn in stored if turn["role"] == "user"]
+    asked = [
+        turn["content"] for turn in stored_history(redis_server, 6001) if turn["role"] == "user"
+    ]
     # What Redis held before the outage came back; the turn during it was not remembered.
     assert asked == ["Remember this: my name is Lan", "What is my name?"]
     await fleet.post(0, fake_api.message("/stats", chat_id=6001, user_id=6001))

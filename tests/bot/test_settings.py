@@ -91,6 +91,22 @@ def test_secret_values_are_never_echoed() -> None:
         {"loc": ("telegram", "token"), "input": "123:SECRET", "msg": "bad", "type": "x"}
     )
     assert "SECRET" not in line and "TELEGRAM__TOKEN" in line
+    line = _describe(
+        {"loc": ("state", "redis_url"), "input": "redis://:hunter2@x", "msg": "bad", "type": "x"}
+    )
+    assert "hunter2" not in line and "STATE__REDIS_URL" in line
+
+
+def test_the_redis_password_is_redacted_from_logs_and_stats() -> None:
+    from bot.settings import Settings, StateSettings
+    from bot.state.redis_link import redacted_url
+
+    url = "redis://:s3cret-redis-pass@cache.internal:6380/2"
+    settings = Settings(state=StateSettings(redis_url=url))
+    assert "s3cret-redis-pass" in settings.secrets()  # the log filter's list
+    assert redacted_url(url) == "redis://:***@cache.internal:6380/2"
+    assert redacted_url("redis://app:pw123456@h/0") == "redis://app:***@h/0"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
 def test_cli_stops_with_a_clear_line_not_a_traceback(
