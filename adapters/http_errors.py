@@ -59,6 +59,7 @@ _REFUSALS: dict[str, tuple[int, str]] = {
     "overloaded": (429, "rate_limit_error"),
     "too_many_queued": (429, "rate_limit_error"),
     "not_ready": (503, "server_error"),
+    "remote_unavailable": (503, "server_error"),  # a front end whose servers are down
 }
 
 

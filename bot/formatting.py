@@ -79,6 +79,8 @@ def error_text(error: EngineError) -> str:
         ),
         "too_many_queued": "I'm still on your earlier messages. Please wait for those answers.",
         "not_ready": "I'm still starting up. Please try again in a moment.",
+        "remote_unavailable": "My model server is not answering right now. "
+        "Please try again in a minute.",
         "generation_failed": "Sorry, something went wrong while I was answering. Please try again.",
     }.get(error.kind, "Sorry, something went wrong. Please try again.")
 
@@ -117,5 +119,6 @@ def stats_text(snapshot: StatsSnapshot, extra: Sequence[str] = ()) -> str:
     ]
     if snapshot.config is not None and snapshot.config.fallbacks:
         lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]
+    lines += [f"Server {line}" for line in snapshot.servers]
     lines += extra
     return "\n".join(lines)

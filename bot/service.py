@@ -292,5 +292,6 @@ def _refusal(error: EngineError) -> ReplyRefused:
         return ReplyRefused(error.kind, message)
     # Waiting helps these: the queue drains, the model finishes loading.
     wait = getattr(error, "wait_s", None) or 5.0
-    retry = wait if error.kind in {"overloaded", "too_many_queued", "not_ready"} else None
+    waits = {"overloaded", "too_many_queued", "not_ready", "remote_unavailable"}
+    retry = wait if error.kind in waits else None
     return ReplyRefused(error.kind, str(error), retry)

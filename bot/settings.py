@@ -213,9 +213,10 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
 
     def secrets(self) -> list[str]:
-        """Every secret value, for the log filter to redact: bot tokens, API keys, and the
-        Redis URL's password (a library may print the URL)."""
-        tokens = (self.telegram.token, self.discord.token, *self.serve.api_keys)
+        """Every secret value, for the log filter to redact: bot tokens, API keys (ours and
+        the inference servers'), and the Redis URL's password (a library may print it)."""
+        tokens = (self.telegram.token, self.discord.token, *self.serve.api_keys,
+                  self.engine.remote_api_key)  # fmt: skip
         found = [token.get_secret_value() for token in tokens if token is not None]
         if self.state.redis_url is not None:
             password = urlsplit(self.state.redis_url.get_secret_value()).password

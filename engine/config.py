@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 Dtype = Literal["auto", "float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -21,8 +22,10 @@ Device = Literal["auto", "cpu", "cuda"]
 # bnb8: bitsandbytes 8-bit, the seed guide's choice (saves memory, not faster on CPU).
 Quantization = Literal["auto", "none", "int8", "int8-torch", "int8-dynamic", "int4", "bnb8"]
 # native: our own decoder for Llama/Qwen-family models (the fast CPU path);
-# transformers: the library's forward pass, for every other model and for CUDA.
-Backend = Literal["auto", "native", "transformers"]
+# transformers: the library's forward pass, for every other model and for CUDA;
+# remote: OpenAI-compatible servers elsewhere (ENGINE__REMOTE_URLS) generate; only the
+#   model's tokenizer is loaded here (history trimming, limits, reply cache keys).
+Backend = Literal["auto", "native", "transformers", "remote"]
 
 
 def default_data_dir() -> Path:
@@ -83,11 +86,34 @@ class EngineSettings(BaseModel):
     cache_enabled: bool = True
     cache_dir: Path = Field(default_factory=lambda: default_data_dir() / "responses")
     cache_size_mb: int = Field(256, ge=1)
+    remote_urls: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="backend=remote: OpenAI-compatible base URLs (…/v1), comma-separated"
+    )
+    remote_api_key: SecretStr | None = Field(None, description="Bearer key for those servers")
+    remote_model: str | None = Field(None, description="model name to ask for; unset: theirs")
+    remote_concurrency: int = Field(8, ge=1, le=1024, description="requests at once per URL")
+    remote_timeout_s: float = Field(120.0, gt=0, description="longest silence within a reply")
 
     @field_validator("cache_dir")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("remote_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.rstrip("/") for part in value.replace(",", " ").split() if part)
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_urls(self) -> EngineSettings:
+        if self.backend == "remote" and not self.remote_urls:
+            raise ValueError("backend=remote needs ENGINE__REMOTE_URLS")
+        bad = [url for url in self.remote_urls if not url.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"remote URLs start with http:// or https://, not {bad[0]!r}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -103,9 +129,13 @@ class EffectiveConfig:
     threads: int
     interop_threads: int
     fallbacks: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  # backend remote: where replies are generated
 
     def summary(self) -> str:
         """One line: model, dtype, quantisation, compile state and threads."""
+        if self.backend == "remote":
+            where = ", ".join(self.servers)
+            return f"model {self.model} · remote inference on {where}"
         return (
             f"model {self.model} · {self.device} · {self.dtype} · {self.backend} decoder · "
             f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -17,16 +18,17 @@ from engine.events import (
     EngineEvent,
     Finished,
     GenerationRequest,
-    Queued,
     ReplyStats,
     Started,
     TokenText,
 )
 from engine.loading.bootstrap import LoadedModel, bootstrap
 from engine.loading.decode_loop import SamplingParams
+from engine.loading.remote_model import RemoteModel, load_tokenizer_only
 from engine.loading.stages import ProgressCallback, no_progress
+from engine.serving.local_runner import local_events
 from engine.serving.prefix_cache import PrefixCache
-from engine.serving.reply_output import Job
+from engine.serving.remote_runner import RemoteRunner
 from engine.serving.response_cache import (
     CachedReply,
     ReplyCache,
@@ -35,7 +37,7 @@ from engine.serving.response_cache import (
     reply_key,
 )
 from engine.serving.stats import EngineStats, StatsSnapshot
-from engine.serving.worker import Failed, Worker, WorkerLimits
+from engine.serving.worker import Worker, WorkerLimits
 from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,8 @@ class Engine:
         self._prefix_cache = PrefixCache(budget) if budget else None
         limits = WorkerLimits.from_settings(settings)
         self._worker = Worker(limits, self.stats, self._prefix_cache)
-        self._bundle: LoadedModel | None = None
+        self._bundle: LoadedModel | RemoteModel | None = None
+        self._remote: RemoteRunner | None = None  # backend remote: the servers elsewhere
         self._cache: ReplyCache | None = reply_cache if settings.cache_enabled else None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
         # The chat service counts a conversation's tokens while trimming its history, then
@@ -75,8 +78,13 @@ class Engine:
             self._cache = await asyncio.to_thread(
                 ResponseCache, self.settings.cache_dir, self.settings.cache_size_mb * 1024 * 1024
             )
-        ready = self._worker.start(lambda: bootstrap(self.settings, progress))
-        self._bundle = await asyncio.wrap_future(ready)
+        if self.settings.backend == "remote":
+            self._bundle = await asyncio.to_thread(load_tokenizer_only, self.settings, progress)
+            self._remote = RemoteRunner(self.settings)
+            await self._remote.start()
+        else:
+            ready = self._worker.start(lambda: bootstrap(self.settings, progress))
+            self._bundle = await asyncio.wrap_future(ready)
         self.stats.config = self._bundle.effective()
         log.info("engine ready: %s", self.stats.config.summary())
         return self.stats.config
@@ -89,11 +97,16 @@ class Engine:
     @property
     def loaded(self) -> LoadedModel:
         """The loaded model bundle (raises before start); for benchmarks and diagnostics."""
-        return self._require_bundle()
+        bundle = self._require_bundle()
+        if isinstance(bundle, RemoteModel):
+            raise EngineNotReady("the model runs on the remote servers, not here")
+        return bundle
 
     @property
     def busy(self) -> bool:
         """True while a reply is being generated or waits in the queue."""
+        if self._remote is not None:
+            return any(server.in_flight for server in self._remote.pool.servers)
         return self._worker.busy
 
     @property
@@ -105,7 +118,10 @@ class Engine:
         """Aggregate counters for /stats."""
         if self._prefix_cache is not None:
             self.stats.set_prefix_usage(self._prefix_cache.usage())
-        return self.stats.snapshot()
+        snapshot = self.stats.snapshot()
+        if self._remote is not None:
+            return dataclasses.replace(snapshot, servers=self._remote.pool.status_lines())
+        return snapshot
 
     def forget(self, conversation: str) -> None:
         """Drop what the engine keeps of a conversation (its history was reset)."""
@@ -201,11 +217,14 @@ class Engine:
     async def close(self) -> None:
         """Cancel queued and running replies, stop the worker, close the cache."""
         await asyncio.to_thread(self._worker.stop)
+        if self._remote is not None:
+            await self._remote.close()
+            self._remote = None
         if self._cache is not None:
             self._cache.close()
         self._bundle = None
 
-    def _require_bundle(self) -> LoadedModel:
+    def _require_bundle(self) -> LoadedModel | RemoteModel:
         if self._bundle is None:
             raise EngineNotReady("the model is not loaded")
         return self._bundle
@@ -241,53 +260,33 @@ class Engine:
         request: GenerationRequest,
     ) -> AsyncGenerator[EngineEvent, None]:
         loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(event: object) -> None:
-            # A closed loop means nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(inbox.put_nowait, event)
-
-        job = Job(
-            list(prompt.ids),
-            params,
-            prompt.starts_in_think,
-            emit,
-            owner=request.owner,
-            conversation=request.conversation,
-        )
         shared: asyncio.Future[Finished | None] | None = None
         if key is not None:
             shared = loop.create_future()
             self._inflight[key] = shared
+        if self._remote is not None:
+            source = self._remote.events(request.messages, len(prompt.ids), params)
+        else:
+            source = local_events(self._worker, prompt.ids, prompt.starts_in_think, params, request)
         result: Finished | None = None
         try:
-            try:
-                place = self._worker.submit(job)
-            except EngineError as error:
-                self.stats.record_error(error.kind)
-                raise
-            if place.ahead:
-                yield place
-            while result is None:
-                event = await inbox.get()
-                if isinstance(event, Failed):
-                    self.stats.record_error(event.error.kind)
-                    raise event.error
-                if isinstance(event, Finished):
-                    result = event
-                    self.stats.record_reply(event.stats)
-                    if key is not None and event.finish_reason in ("stop", "length"):
-                        await asyncio.to_thread(self._store, key, event)
-                if isinstance(event, Queued | Started | TokenText | Finished):
+            # aclosing: when our consumer stops, the reply is withdrawn now, not when collected.
+            async with contextlib.aclosing(source) as events:
+                async for event in events:
+                    if isinstance(event, Finished):
+                        result = event
+                        self.stats.record_reply(event.stats)
+                        if key is not None and event.finish_reason in ("stop", "length"):
+                            await asyncio.to_thread(self._store, key, event)
                     yield event
+        except EngineError as error:
+            self.stats.record_error(error.kind)
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             if result is None:
                 self.stats.record_error("cancelled")  # the user left or stopped the reply
             raise
         finally:
-            if result is None:
-                self._worker.withdraw(job)
             if shared is not None and key is not None:
                 self._inflight.pop(key, None)
                 if not shared.done():

@@ -64,3 +64,16 @@ class ModelLoadFailed(EngineError):
     """The model was found but could not be loaded."""
 
     kind = "model_load_failed"
+
+
+class RemoteUnavailable(EngineError):
+    """No inference server answered (backend remote): all down, or all failed this reply."""
+
+    kind = "remote_unavailable"
+
+
+class RemoteRejected(EngineError):
+    """An inference server refused the request itself (backend remote): a wrong key, a
+    model it does not serve, a parameter it does not take."""
+
+    kind = "remote_rejected"

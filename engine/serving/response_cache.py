@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from engine.events import Finished
     from engine.loading.bootstrap import LoadedModel
     from engine.loading.decode_loop import SamplingParams
+    from engine.loading.remote_model import RemoteModel
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,10 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 
 def reply_key(
-    bundle: LoadedModel, enable_thinking: bool, prompt_text: str, params: SamplingParams
+    bundle: LoadedModel | RemoteModel,
+    enable_thinking: bool,
+    prompt_text: str,
+    params: SamplingParams,
 ) -> str:
     """Identity of a deterministic reply: for the disk cache and for in-flight sharing."""
     return cache_key(

@@ -57,6 +57,7 @@ class StatsSnapshot:
     prompt_tokens: int = 0  # read by the model (kept state and cached replies excluded)
     ttft_histogram: HistogramSnapshot | None = None  # replies the model wrote (no cache hits)
     latency_histogram: HistogramSnapshot | None = None
+    servers: tuple[str, ...] = ()  # backend remote: one status line per inference server
 
     @property
     def prefix_hit_rate(self) -> float:

@@ -144,3 +144,14 @@ def test_env_example_as_dotenv_gives_the_defaults(tmp_path: Path) -> None:
 
     shutil.copy(Path(__file__).parents[2] / ".env.example", tmp_path / ".env")
     assert load_settings().model_dump() == Settings(_env_file=None).model_dump()
+
+
+def test_a_remote_backend_needs_its_servers() -> None:
+    from engine import EngineSettings
+
+    with pytest.raises(ValueError, match="needs ENGINE__REMOTE_URLS"):
+        EngineSettings(backend="remote")
+    with pytest.raises(ValueError, match="start with http"):
+        EngineSettings(backend="remote", remote_urls="gpu-box:8000/v1")
+    settings = EngineSettings(backend="remote", remote_urls="http://a:8000/v1/, https://b/v1")
+    assert settings.remote_urls == ("http://a:8000/v1", "https://b/v1")

@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 def serve(
-    state: Path, model: Path, until: str = "/readyz", **settings: str
+    state: Path, model: Path, until: str = "/readyz", port: int | None = None, **settings: str
 ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    """A `qwenbot serve` process, yielded once `until` answers 200."""
-    port = free_port()
+    """A `qwenbot serve` process (on `port`, else a free one), yielded once `until`
+    answers 200."""
+    port = port or free_port()
     settings = {"ENGINE__MAX_NEW_TOKENS": "8", **settings}  # short replies unless asked
     environment = bot_environment(state, model, SERVE__PORT=str(port), **settings)
     server = subprocess.Popen(
