@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +20,9 @@ from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import open_state
 from engine import ChatTurn, Engine, EngineSettings, GenerationRequest
 from engine.errors import PromptTooLong, RemoteUnavailable
+from tests.support.bot_process import bot_environment
 from tests.support.http_server import free_port, serve
+from tests.support.smollm2 import smollm2_gguf
 
 pytestmark = pytest.mark.slow
 KEY = "remote-backend-test-key"
@@ -144,3 +148,27 @@ async def test_the_servers_refusals_become_the_engines_typed_errors(
     async with started(wrong_key) as engine:
         with pytest.raises(RemoteUnavailable, match="no inference server is answering"):
             await ask(engine, "hello")
+
+
+def test_qwenbot_chat_in_front_of_a_qwenbot_serve_answers_paris(tmp_path: Path) -> None:
+    """The real SmolLM2 served by one process, asked through another's remote backend, as
+    a user runs both."""
+    gguf = smollm2_gguf()
+    (tmp_path / "server").mkdir()
+    with running_server(tmp_path / "server", gguf, SERVE__API_KEYS=KEY,
+                        ENGINE__MAX_NEW_TOKENS="32") as (port, _):  # fmt: skip
+        environment = bot_environment(tmp_path / "front", gguf, ENGINE__BACKEND="remote",
+                                      ENGINE__REMOTE_URLS=f"http://127.0.0.1:{port}/v1",
+                                      ENGINE__REMOTE_API_KEY=KEY)  # fmt: skip
+        chat = subprocess.run(
+            [sys.executable, "-m", "bot", "chat", "--log-level", "INFO"],
+            input="What is the capital of France?\n", capture_output=True, text=True,
+            env=environment, cwd=tmp_path, timeout=300, check=False,
+        )  # fmt: skip
+    assert chat.returncode == 0, chat.stderr
+    assert "Paris" in chat.stdout
+    assert "s to first token" in chat.stdout and "tok/s" in chat.stdout
+    started = [line for line in chat.stderr.splitlines() if line.startswith("qwenbot ·")]
+    assert started and started[0].endswith(f"remote inference on http://127.0.0.1:{port}/v1")
+    assert "loaded weights" not in chat.stderr  # the weights stay on the server
+    assert KEY not in chat.stderr
