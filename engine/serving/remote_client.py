@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ class StreamEnd:
 
 async def stream_chat(
     client: httpx.AsyncClient, url: str, body: dict[str, Any]
-) -> AsyncIterator[str | StreamEnd]:
+) -> AsyncGenerator[str | StreamEnd, None]:
     """POST {url}/chat/completions with stream on (the client carries the API key): the
     reply's text deltas, then a StreamEnd. Raises ServerFailed, ServerBusy,
     ContextExceeded, or RemoteRejected (a request the server will never take: no other

@@ -4,6 +4,7 @@ servers for a reply that has not started yet."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -60,8 +61,13 @@ class RemoteRunner:
         busy: ServerBusy | None = None
         while True:
             try:
-                async with self.pool.slot(tried) as server:
-                    async for event in self._reply(server, messages, prompt_tokens, params):
+                async with (
+                    self.pool.slot(tried) as server,
+                    contextlib.aclosing(
+                        self._reply(server, messages, prompt_tokens, params)
+                    ) as reply,
+                ):
+                    async for event in reply:
                         yield event
                     return
             except RemoteUnavailable:
@@ -88,18 +94,20 @@ class RemoteRunner:
         end = StreamEnd("stop", None, None)
         try:
             body = self._body(server, messages, params)
-            async for item in stream_chat(self._client, server.url, body):
-                if isinstance(item, StreamEnd):
-                    end = item
-                    continue
-                if first_at is None:
-                    first_at = time.perf_counter()
-                    yield Started(prompt_tokens=prompt_tokens)
-                deltas += 1
-                visible = think.push(item)
-                if visible:
-                    shown.append(visible)
-                    yield TokenText(visible)
+            # Closed (with its HTTP response) as soon as we stop: the server stops writing.
+            async with contextlib.aclosing(stream_chat(self._client, server.url, body)) as stream:
+                async for item in stream:
+                    if isinstance(item, StreamEnd):
+                        end = item
+                        continue
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                        yield Started(prompt_tokens=prompt_tokens)
+                    deltas += 1
+                    visible = think.push(item)
+                    if visible:
+                        shown.append(visible)
+                        yield TokenText(visible)
         except ServerFailed as error:
             if first_at is None:
                 raise _TryAnother(str(error)) from error

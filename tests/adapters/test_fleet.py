@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from tests.adapters.test_telegram_chat import finals
 from tests.support.bot_process import bot_environment, kill, start_process
 from tests.support.fake_telegram import TOKEN, FakeBotAPI
-from tests.support.http_server import free_port
+from tests.support.http_server import free_port, request, serve
 from tests.support.redis_server import RedisServer
 
 SECRET = "fleet-webhook-secret"
@@ -183,3 +184,24 @@ async def test_redis_down_mid_run_the_bot_answers_throughout_then_recovers(
     await fake_api.wait_for(lambda: any(" · up" in t for t in texts(fake_api, 6001)))
     logs = await fleet.close()
     assert "is not answering" in logs[0] and "is back" in logs[0]
+
+
+def test_two_http_servers_share_the_reply_cache_and_each_keys_limit(
+    redis_server: RedisServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    shared = {"STATE__REDIS_URL": redis_server.url, "SERVE__API_KEYS": "fleet-http-key",
+              "SERVE__RATE_LIMIT_BURST": "3", "SERVE__RATE_LIMIT_PER_MINUTE": "0.5"}  # fmt: skip
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    with (
+        contextmanager(serve)(tmp_path / "one", tiny_model_dir, **shared) as (one, _),
+        contextmanager(serve)(tmp_path / "two", tiny_model_dir, **shared) as (two, _),
+    ):
+        body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "Hi!"}]})
+        headers = {"authorization": "Bearer fleet-http-key", "content-type": "application/json"}
+        answers = [request(port, "POST", "/v1/chat/completions", body.encode(), headers)
+                   for port in (one, two, one, two)]  # fmt: skip
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429]  # one key, one burst
+    assert [h["x-qwenbot-cache-hit"] for _, h, _ in answers[:3]] == ["false", "true", "true"]
+    texts_seen = {json.loads(raw)["choices"][0]["message"]["content"] for _, _, raw in answers[:3]}
+    assert len(texts_seen) == 1

@@ -18,10 +18,10 @@ import pytest
 from bot.messages import IncomingMessage, ReplyDone, ReplyText
 from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import open_state
-from engine import ChatTurn, Engine, EngineSettings, GenerationRequest
+from engine import ChatTurn, Engine, EngineSettings, GenerationRequest, TokenText
 from engine.errors import PromptTooLong, RemoteUnavailable
 from tests.support.bot_process import bot_environment
-from tests.support.http_server import free_port, serve
+from tests.support.http_server import free_port, request, serve
 from tests.support.smollm2 import smollm2_gguf
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,8 @@ KEY = "remote-backend-test-key"
 def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One `qwenbot serve` with a key and a small input limit; its port."""
     state = tmp_path_factory.mktemp("remote-server")
-    settings = {"SERVE__API_KEYS": KEY, "ENGINE__MAX_INPUT_TOKENS": "200"}
+    settings = {"SERVE__API_KEYS": KEY, "ENGINE__MAX_INPUT_TOKENS": "200",
+                "ENGINE__MAX_NEW_TOKENS": "3000"}  # fmt: skip
     for port, _ in serve(state, tiny_model_dir, **settings):
         yield port
 
@@ -134,6 +135,36 @@ async def test_a_server_down_is_left_for_the_other_and_used_again_once_it_is_bac
                 # One of these is sent to the dead server first, and answered by the other.
                 assert all(await asyncio.gather(ask(engine, "after a"), ask(engine, "after b")))
                 assert late.answered == 3 and not live.up and live.failed >= 1
+
+
+async def test_a_reply_the_user_leaves_stops_on_the_server_too(
+    server: int, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = front_settings(tiny_model_dir, tmp_path, server, max_new_tokens=3000)
+    cancelled = "qwenbot_engine_errors_total[('kind', 'cancelled')]"
+    before = server_metrics(server).get(cancelled, 0.0)
+    async with started(settings) as engine:
+        request = GenerationRequest(messages=(ChatTurn("user", "a long story, please"),))
+        async with contextlib.aclosing(engine.stream(request)) as events:
+            async for event in events:
+                if isinstance(event, TokenText):
+                    break  # the user deleted the message: the stream is closed here
+        deadline = time.monotonic() + 20
+        while server_metrics(server).get(cancelled, 0.0) == before:
+            assert time.monotonic() < deadline, "the server wrote the whole reply anyway"
+            await asyncio.sleep(0.1)
+
+
+def server_metrics(port: int) -> dict[str, float]:
+    """The server's Prometheus samples by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, raw = request(port, "GET", "/metrics")
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(raw.decode())
+        for sample in family.samples
+    }
 
 
 async def test_the_servers_refusals_become_the_engines_typed_errors(
