@@ -73,7 +73,8 @@ class RemoteUnavailable(EngineError):
 
 
 class RemoteRejected(EngineError):
-    """An inference server refused the request itself (backend remote): a wrong key, a
-    model it does not serve, a parameter it does not take."""
+    """An inference server refused the request itself (backend remote): a parameter it
+    does not take, a body it cannot read. No other server would take it either; a wrong
+    key or URL is the server's failure instead (it is left for the others)."""
 
     kind = "remote_rejected"
