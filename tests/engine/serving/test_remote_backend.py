@@ -19,7 +19,7 @@ from bot.messages import IncomingMessage, ReplyDone, ReplyText
 from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import open_state
 from engine import ChatTurn, Engine, EngineSettings, GenerationRequest, TokenText
-from engine.errors import PromptTooLong, RemoteUnavailable
+from engine.errors import Overloaded, PromptTooLong, RemoteUnavailable
 from tests.support.bot_process import bot_environment
 from tests.support.http_server import free_port, request, serve
 from tests.support.smollm2 import smollm2_gguf
@@ -165,6 +165,32 @@ def server_metrics(port: int) -> dict[str, float]:
         for family in text_string_to_metric_families(raw.decode())
         for sample in family.samples
     }
+
+
+async def test_each_server_gets_at_most_its_concurrency_the_rest_wait_or_hear_busy(
+    server: int, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    one_at_a_time = {"remote_concurrency": 1, "max_new_tokens": 200}
+    async with started(front_settings(tiny_model_dir, tmp_path, server, **one_at_a_time)) as engine:
+        assert engine._remote is not None
+        target = engine._remote.pool.servers[0]
+        seen: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                seen.append(target.in_flight)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        answers = await asyncio.gather(*(ask(engine, f"story {n}") for n in range(3)))
+        watcher.cancel()
+        assert all(answers) and max(seen) == 1 and target.answered == 3
+
+    hasty = front_settings(tiny_model_dir, tmp_path, server, max_wait_s=0.01, **one_at_a_time)
+    async with started(hasty) as engine:
+        results = await asyncio.gather(ask(engine, "a"), ask(engine, "b"), return_exceptions=True)
+    assert sum(isinstance(result, Overloaded) for result in results) == 1
+    assert sum(isinstance(result, str) for result in results) == 1
 
 
 async def test_the_servers_refusals_become_the_engines_typed_errors(
