@@ -179,6 +179,37 @@ def test_a_live_processes_messages_are_not_taken_a_dead_ones_are_taken_once(
     assert sorted(taken) == [[], [], ["telegram:1:20"]]  # exactly one process answers it
 
 
+async def test_a_chats_messages_take_their_turns_in_arrival_order_across_processes(
+    fleet: Callable[..., BotState],
+) -> None:
+    one, other = fleet().locks, fleet().locks
+    answered: list[int] = []
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with one.hold("telegram:42"):
+            await release.wait()
+
+    async def message(number: int) -> None:
+        async with (one if number % 2 else other).hold("telegram:42"):
+            answered.append(number)
+            await asyncio.sleep(0.01)
+
+    holder = asyncio.create_task(first())
+    await asyncio.sleep(0.1)
+    gave_up = asyncio.create_task(message(99))  # first in the queue, then cancelled
+    await asyncio.sleep(0.1)
+    waiting = []
+    for number in range(1, 7):  # alternately on the two processes, 30 ms apart
+        waiting.append(asyncio.create_task(message(number)))
+        await asyncio.sleep(0.03)
+    gave_up.cancel()
+    release.set()
+    # The one that gave up left the queue: the rest do not wait out its 15 s lease.
+    await asyncio.wait_for(asyncio.gather(holder, *waiting), 10)
+    assert answered == [1, 2, 3, 4, 5, 6]
+
+
 async def test_a_chat_lock_of_a_process_that_died_frees_itself(
     fleet: Callable[..., BotState], redis_server: RedisServer
 ) -> None:
