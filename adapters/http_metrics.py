@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from adapters.http_slot import ServiceSlot
+    from bot.state.redis_link import SharedStateStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -70,6 +71,29 @@ class ServiceCollector(Collector):
              stats.cpu_percent),
         ):  # fmt: skip
             yield GaugeMetricFamily(name, text, value=value)
+        yield from _fleet(service.state_status(), stats.servers)
+
+
+def _fleet(state: SharedStateStatus | None, servers: tuple[Any, ...]) -> Iterator[Metric]:
+    """Shared state (STATE__REDIS_URL) and inference servers (backend remote: the engine's
+    ServerStatus, which an adapter reaches only through the service), when used."""
+    if state is not None:
+        yield GaugeMetricFamily("qwenbot_shared_state_up", "Whether the shared state's Redis "
+                                "answers (1) or not (0)", value=int(state.up))  # fmt: skip
+    if not servers:
+        return
+    up = GaugeMetricFamily("qwenbot_inference_server_up", "Whether an inference server is in "
+                           "use (1) or down (0)", labels=["url"])  # fmt: skip
+    busy = GaugeMetricFamily("qwenbot_inference_server_in_flight", "Replies it is writing now",
+                             labels=["url"])  # fmt: skip
+    replies = CounterMetricFamily("qwenbot_inference_server_replies", "Replies it answered, "
+                                  "or failed", labels=["url", "outcome"])  # fmt: skip
+    for server in servers:
+        up.add_metric([server.url], int(server.up))
+        busy.add_metric([server.url], server.in_flight)
+        replies.add_metric([server.url, "answered"], server.answered)
+        replies.add_metric([server.url, "failed"], server.failed)
+    yield from (up, busy, replies)
 
 
 def _counter(name: str, text: str, values: dict[str, int], label: str) -> Metric:

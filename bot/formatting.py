@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from engine import EngineError, PromptTooLong, ReplyStats, StatsSnapshot
+from engine import EngineError, PromptTooLong, ReplyStats, ServerStatus, StatsSnapshot
+
+if TYPE_CHECKING:
+    from bot.state.redis_link import SharedStateStatus
 
 NOT_ALLOWED = "Sorry, this bot is private."
 EMPTY_REPLY = "(The model gave an empty answer. Try rephrasing, or send /reset.)"
@@ -85,6 +89,21 @@ def error_text(error: EngineError) -> str:
     }.get(error.kind, "Sorry, something went wrong. Please try again.")
 
 
+def server_line(server: ServerStatus) -> str:
+    """An inference server in /stats, e.g. `Server http://gpu:8000/v1: up · 2 in flight`."""
+    state = "up" if server.up else f"DOWN for {server.down_for_s:.0f} s"
+    return (f"Server {server.url}: {state} · {server.in_flight} in flight · "
+            f"{server.answered} answered · {server.failed} failed")  # fmt: skip
+
+
+def shared_state_line(state: SharedStateStatus) -> str:
+    """Where the shared state is, in /stats; what a Redis outage means for the chats."""
+    if state.up:
+        return f"Shared state: Redis at {state.where} · up"
+    return (f"Shared state: Redis at {state.where} · DOWN for {state.down_for_s:.0f} s: "
+            "answering without shared history or reply cache, rate limits per process")  # fmt: skip
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -119,6 +138,6 @@ def stats_text(snapshot: StatsSnapshot, extra: Sequence[str] = ()) -> str:
     ]
     if snapshot.config is not None and snapshot.config.fallbacks:
         lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]
-    lines += [f"Server {line}" for line in snapshot.servers]
+    lines += [server_line(server) for server in snapshot.servers]
     lines += extra
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from bot.messages import (
 from bot.request_counts import ANSWERED, RequestCounts
 from bot.settings import BotSettings
 from bot.state.conversation_locks import ConversationLocks, LocalLocks
+from bot.state.redis_link import SharedStateStatus
 from engine import (
     ChatTurn,
     Engine,
@@ -96,7 +97,7 @@ class ChatService:
         *,
         limiter: Limiter | None = None,
         locks: ConversationLocks | None = None,
-        state_status: Callable[[], str | None] = lambda: None,
+        state_status: Callable[[], SharedStateStatus | None] = lambda: None,
     ) -> None:
         """limiter, locks, state_status: the shared ones of a fleet (bot.state); by default
         this process's own."""
@@ -110,7 +111,7 @@ class ChatService:
         )
         # One lock per conversation: its messages are answered in order, its history stays whole.
         self._locks = locks or LocalLocks()
-        self._state_status = state_status
+        self.state_status = state_status  # the shared state's, for /stats and /metrics
 
     def ready(self) -> bool:
         """Whether the model is loaded and its worker answering."""
@@ -182,8 +183,9 @@ class ChatService:
         if command.name == "stats":
             if not self._access.is_admin(message):
                 return formatting.ADMIN_ONLY
-            status = self._state_status()
-            return formatting.stats_text(self._engine.snapshot(), [status] if status else [])
+            state = self.state_status()
+            extra = [formatting.shared_state_line(state)] if state is not None else []
+            return formatting.stats_text(self._engine.snapshot(), extra)
         return HELP_TEXT  # /help and unknown commands: help, never a model call
 
     async def _answer(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.serving.response_cache import ReplyCache as ReplyCache
     from engine.serving.response_cache import cached_reply as cached_reply
     from engine.serving.response_cache import reply_json as reply_json
+    from engine.serving.stats import ServerStatus as ServerStatus
     from engine.serving.stats import StatsSnapshot as StatsSnapshot
     from engine.serving.store_repair import open_or_repair as open_or_repair
     from engine.serving.store_repair import require_intact as require_intact
@@ -60,6 +61,7 @@ _HOMES = {
     "ReplyStats": "engine.events",
     "STORE_ERRORS": "engine.serving.json_store",
     "Started": "engine.events",
+    "ServerStatus": "engine.serving.stats",
     "StatsSnapshot": "engine.serving.stats",
     "TokenText": "engine.events",
     "cached_reply": "engine.serving.response_cache",
@@ -86,6 +88,7 @@ __all__ = [
     "Queued",
     "ReplyCache",
     "ReplyStats",
+    "ServerStatus",
     "Started",
     "StatsSnapshot",
     "TokenText",

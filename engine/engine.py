@@ -120,7 +120,7 @@ class Engine:
             self.stats.set_prefix_usage(self._prefix_cache.usage())
         snapshot = self.stats.snapshot()
         if self._remote is not None:
-            return dataclasses.replace(snapshot, servers=self._remote.pool.status_lines())
+            return dataclasses.replace(snapshot, servers=self._remote.pool.statuses())
         return snapshot
 
     def forget(self, conversation: str) -> None:

@@ -13,7 +13,7 @@ from bot.settings import Settings
 from bot.state.conversation_locks import ConversationLocks, LocalLocks, RedisLocks
 from bot.state.redis_inbox import RedisInbox
 from bot.state.redis_limiter import RedisRateLimiter
-from bot.state.redis_link import RedisLink
+from bot.state.redis_link import RedisLink, SharedStateStatus
 from bot.state.redis_stores import RedisHistoryStore, RedisReplyCache
 from engine import Engine, ReplyCache
 
@@ -63,8 +63,8 @@ class BotState:
         self._journals.append(journal)
         return journal
 
-    def status(self) -> str | None:
-        """A /stats line about the shared state; None for embedded stores."""
+    def status(self) -> SharedStateStatus | None:
+        """Whether the shared state's Redis answers; None for embedded stores."""
         return None if self.link is None else self.link.status()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +36,15 @@ def redacted_url(url: str) -> str:
     user = f"{parts.username}:***@" if parts.username else ":***@"
     netloc = f"{user}{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class SharedStateStatus:
+    """Whether the shared state's Redis answers, for /stats and /metrics."""
+
+    where: str  # its URL, password redacted
+    up: bool
+    down_for_s: float = 0.0
 
 
 class RedisLink:
@@ -82,15 +92,11 @@ class RedisLink:
         self._succeeded()
         return result
 
-    def status(self) -> str:
-        """One line for /stats: where the shared state is and whether it is reachable."""
+    def status(self) -> SharedStateStatus:
+        """Where the shared state is and whether it answers now."""
         if self._down_since is None:
-            return f"Shared state: Redis at {self.where} · up"
-        down_for = self._clock() - self._down_since
-        return (
-            f"Shared state: Redis at {self.where} · DOWN for {down_for:.0f} s: answering "
-            "without shared history or reply cache, rate limits per process"
-        )
+            return SharedStateStatus(self.where, up=True)
+        return SharedStateStatus(self.where, up=False, down_for_s=self._clock() - self._down_since)
 
     def close(self) -> None:
         """Close the connection pool."""

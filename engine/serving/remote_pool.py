@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from engine.errors import Overloaded, RemoteUnavailable
+from engine.serving.stats import ServerStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,10 @@ class RemoteServer:
     failed: int = 0
     down_since: float | None = None
 
-    def status(self) -> str:
-        """One /stats line."""
-        state = "up" if self.up else f"DOWN for {time.monotonic() - (self.down_since or 0):.0f} s"
-        return (f"{self.url}: {state} · {self.in_flight} in flight · {self.answered} answered "
-                f"· {self.failed} failed")  # fmt: skip
+    def status(self) -> ServerStatus:
+        """Where it stands now, for /stats and /metrics."""
+        down_for = 0.0 if self.down_since is None else time.monotonic() - self.down_since
+        return ServerStatus(self.url, self.up, self.in_flight, self.answered, self.failed, down_for)
 
 
 class RemotePool:
@@ -94,8 +94,8 @@ class RemotePool:
         log.warning("inference server %s is down (%s); using the others", server.url, why)
         self._checks[server.url] = asyncio.create_task(self._until_back(server))
 
-    def status_lines(self) -> tuple[str, ...]:
-        """One line per server for /stats."""
+    def statuses(self) -> tuple[ServerStatus, ...]:
+        """Every server's status, for /stats and /metrics."""
         return tuple(server.status() for server in self.servers)
 
     async def close(self) -> None:

@@ -29,6 +29,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
+class ServerStatus:
+    """One inference server of a remote backend, as /stats and /metrics show it."""
+
+    url: str
+    up: bool
+    in_flight: int
+    answered: int
+    failed: int
+    down_for_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class StatsSnapshot:
     """A consistent copy of the counters at one moment."""
 
@@ -57,7 +69,7 @@ class StatsSnapshot:
     prompt_tokens: int = 0  # read by the model (kept state and cached replies excluded)
     ttft_histogram: HistogramSnapshot | None = None  # replies the model wrote (no cache hits)
     latency_histogram: HistogramSnapshot | None = None
-    servers: tuple[str, ...] = ()  # backend remote: one status line per inference server
+    servers: tuple[ServerStatus, ...] = ()  # backend remote: its inference servers
 
     @property
     def prefix_hit_rate(self) -> float:

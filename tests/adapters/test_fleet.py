@@ -201,7 +201,9 @@ def test_two_http_servers_share_the_reply_cache_and_each_keys_limit(
         headers = {"authorization": "Bearer fleet-http-key", "content-type": "application/json"}
         answers = [request(port, "POST", "/v1/chat/completions", body.encode(), headers)
                    for port in (one, two, one, two)]  # fmt: skip
+        metrics = request(one, "GET", "/metrics")[2].decode()
     assert [status for status, _, _ in answers] == [200, 200, 200, 429]  # one key, one burst
     assert [h["x-qwenbot-cache-hit"] for _, h, _ in answers[:3]] == ["false", "true", "true"]
     texts_seen = {json.loads(raw)["choices"][0]["message"]["content"] for _, _, raw in answers[:3]}
     assert len(texts_seen) == 1
+    assert "qwenbot_shared_state_up 1.0" in metrics.splitlines()

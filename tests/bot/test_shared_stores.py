@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.formatting import shared_state_line
 from bot.inbox import InboxEntry, Journal, Replay
 from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import BotState, open_state
@@ -242,15 +243,19 @@ async def test_redis_down_the_bot_answers_without_shared_state_then_recovers(
     assert not inbox.receive("telegram:1:30", "telegram:1", {})
     async with state.locks.hold("telegram:1"):
         pass
-    status = state.status() or ""
-    assert "DOWN" in status and "without shared history or reply cache" in status
+    down = state.status()
+    assert down is not None and not down.up
+    line = shared_state_line(down)
+    assert "DOWN" in line and "without shared history or reply cache" in line
     assert sum("not answering" in r.getMessage() for r in caplog.records) == 1  # once
 
     redis_server.start()
     deadline = time.monotonic() + 15  # the heartbeat notices within seconds, unasked
-    while "up" not in (state.status() or "") and time.monotonic() < deadline:  # noqa: ASYNC110
+    while not state.status().up and time.monotonic() < deadline:  # type: ignore[union-attr]  # noqa: ASYNC110
         await asyncio.sleep(0.1)
-    assert state.status() == f"Shared state: Redis at {redis_server.url} · up"
+    back = state.status()
+    assert back is not None and back.up and back.where == redis_server.url
+    assert shared_state_line(back) == f"Shared state: Redis at {redis_server.url} · up"
     assert state.history.load("telegram:1") == turns  # what it held before the outage
     assert state.reply_cache.get("r" * 64) == CachedReply("hello", 3, 1, 1.0)
     assert "is back" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import subprocess
 import sys
@@ -205,6 +206,24 @@ async def test_the_servers_refusals_become_the_engines_typed_errors(
     async with started(wrong_key) as engine:
         with pytest.raises(RemoteUnavailable, match="no inference server is answering"):
             await ask(engine, "hello")
+
+
+def test_a_qwenbot_serve_in_front_of_another_relays_and_reports_it_in_metrics(
+    server: int, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    front = {"ENGINE__BACKEND": "remote", "ENGINE__REMOTE_URLS": f"http://127.0.0.1:{server}/v1",
+             "ENGINE__REMOTE_API_KEY": KEY}  # fmt: skip
+    with running_server(tmp_path, tiny_model_dir, **front) as (port, _):
+        body = json.dumps({"model": "x", "messages": [{"role": "user", "content": "Hi!"}]})
+        status, headers, raw = request(port, "POST", "/v1/chat/completions", body.encode(),
+                                       {"content-type": "application/json"})  # fmt: skip
+        metrics = request(port, "GET", "/metrics")[2].decode().splitlines()
+    assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"]
+    assert headers["x-qwenbot-cache-hit"] == "false"
+    url = f"http://127.0.0.1:{server}/v1"
+    assert f'qwenbot_inference_server_up{{url="{url}"}} 1.0' in metrics
+    answered = f'qwenbot_inference_server_replies_total{{outcome="answered",url="{url}"}} 1.0'
+    assert answered in metrics
 
 
 def test_qwenbot_chat_in_front_of_a_qwenbot_serve_answers_paris(tmp_path: Path) -> None:
