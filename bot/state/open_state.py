@@ -4,6 +4,7 @@ files, one process) or Redis (any number of processes on any number of machines)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.access import Limiter, RateLimiter
 from bot.history import ConversationHistory, HistoryStore
@@ -15,7 +16,9 @@ from bot.state.redis_inbox import RedisInbox
 from bot.state.redis_limiter import RedisRateLimiter
 from bot.state.redis_link import RedisLink, SharedStateStatus
 from bot.state.redis_stores import RedisHistoryStore, RedisReplyCache
-from engine import Engine, ReplyCache
+
+if TYPE_CHECKING:
+    from engine import Engine, ReplyCache  # types only: opening the state loads no model
 
 
 @dataclass
