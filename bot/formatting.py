@@ -136,6 +136,11 @@ def stats_text(snapshot: StatsSnapshot, extra: Sequence[str] = ()) -> str:
         f"{snapshot.prefix_tokens_saved} prompt tokens saved · "
         f"KV memory {snapshot.kv_kept_bytes / 2**20:.0f} MB",
     ]
+    if snapshot.drafted_tokens:
+        lines.append(
+            f"Speculation: {snapshot.draft_acceptance:.0%} of {snapshot.drafted_tokens} guessed "
+            f"tokens confirmed · {snapshot.tokens_per_step:.2f} tokens per sequence per step"
+        )
     if snapshot.config is not None and snapshot.config.fallbacks:
         lines += [f"Fallback: {line}" for line in snapshot.config.fallbacks]
     lines += [server_line(server) for server in snapshot.servers]

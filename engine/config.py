@@ -76,6 +76,9 @@ class EngineSettings(BaseModel):
     prefill_chunk_tokens: int = Field(
         256, ge=16, le=65536, description="prompt tokens read per step (long prompts in chunks)"
     )
+    speculate_tokens: int = Field(
+        8, ge=0, le=32, description="greedy replies: tokens guessed from the chat per step (0: off)"
+    )
     prefix_cache_mb: int = Field(
         1024, ge=0, description="memory for chats' kept state between turns (0: keep none)"
     )

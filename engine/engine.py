@@ -37,7 +37,8 @@ from engine.serving.response_cache import (
     reply_key,
 )
 from engine.serving.stats import EngineStats, StatsSnapshot
-from engine.serving.worker import Worker, WorkerLimits
+from engine.serving.worker import Worker
+from engine.serving.worker_limits import WorkerLimits
 from engine.text.prompt import encode_prompt, prompt_opens_think, render_chat
 
 log = logging.getLogger(__name__)

@@ -179,11 +179,18 @@ class FusedDecodeStep:
             raise MemoryError("prompt attention could not allocate its scratch memory")
 
     def __call__(
-        self, x: torch.Tensor, caches: Sequence[KVCache], cos: torch.Tensor, sin: torch.Tensor
+        self,
+        x: torch.Tensor,
+        caches: Sequence[KVCache],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """x [B, hidden] fp32, each sequence's new token embedding -> their last hidden states
-        (in place); row b's keys and values go to caches[b] at its length (room reserved),
-        rotated by cos[b], sin[b] ([B, head_dim])."""
+        """x [B, hidden] fp32, each row's token embedding -> their last hidden states (in
+        place); row b's keys and values go to caches[b] at positions[b] (default: its
+        length; room reserved), rotated by cos[b], sin[b] ([B, head_dim]). Rows may share a
+        cache at consecutive positions: every row's keys and values are written before any
+        row attends, so each sees the ones before it (a sequence's drafted tokens)."""
         if x.dtype != torch.float32 or any(c.keys.dtype != KV_DTYPE for c in caches):
             raise TypeError("the fused decode step takes fp32 activations and a bf16 cache")
         x, cos, sin = x.contiguous(), cos.contiguous(), sin.contiguous()
@@ -194,7 +201,7 @@ class FusedDecodeStep:
                     keys=pointer(cache.keys),
                     values=pointer(cache.values),
                     capacity=cache.capacity,
-                    position=cache.length,
+                    position=cache.length if positions is None else positions[index],
                     cos=pointer(cos) + index * row,
                     sin=pointer(sin) + index * row,
                 )

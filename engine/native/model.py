@@ -154,6 +154,27 @@ class NativeDecoder:
             cache.length += 1
         return x
 
+    @property
+    def verifies(self) -> bool:
+        """Whether verify() can run: the fused step, whose rows are computed as alone."""
+        return self.fused is not None
+
+    def verify(
+        self, ids: torch.Tensor, caches: Sequence[KVCache], positions: Sequence[int]
+    ) -> torch.Tensor:
+        """ids [R], each row at its position of its cache (a sequence's last token and the
+        tokens guessed after it share its cache, at consecutive positions) -> fp32 logits
+        [R, vocab]. Keys and values are written at every position; which of them count
+        (the cache's length) is the caller's to set. Each row's arithmetic is the same as
+        alone, so a guessed token that is right gives exactly one-by-one decoding's logits."""
+        if self.fused is None:
+            raise RuntimeError("verifying guessed tokens needs the fused decode step")
+        for cache, position in zip(caches, positions, strict=True):
+            cache.reserve(position + 1)
+        cos, sin = self.rotary.rows(positions)
+        x = self.fused(self.embedding(ids), caches, cos, sin, positions)
+        return self.logits(x)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Last hidden states [B, hidden] -> fp32 logits [B, vocab]."""
         normed = self.final_norm(x)

@@ -34,6 +34,7 @@ class Sequence:
     computed: int = 0  # prompt tokens already in `state`
     generated: list[int] = field(default_factory=list)  # sampled so far, stop token included
     generator: torch.Generator | None = None  # for sampling, seeded per request
+    draft: Any = None  # speculation's DraftState, once this greedy reply is guessed for
     arrival: int = field(default_factory=lambda: next(_arrivals))
 
     @property

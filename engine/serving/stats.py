@@ -70,6 +70,14 @@ class StatsSnapshot:
     ttft_histogram: HistogramSnapshot | None = None  # replies the model wrote (no cache hits)
     latency_histogram: HistogramSnapshot | None = None
     servers: tuple[ServerStatus, ...] = ()  # backend remote: its inference servers
+    drafted_tokens: int = 0  # guessed by prompt lookup (speculative decoding)
+    confirmed_tokens: int = 0  # of those, confirmed by the model
+    tokens_per_step: float = 0.0  # tokens a sequence got per decode step (1 without guesses)
+
+    @property
+    def draft_acceptance(self) -> float:
+        """Share of guessed tokens the model confirmed."""
+        return self.confirmed_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
     def prefix_hit_rate(self) -> float:
@@ -102,6 +110,10 @@ class EngineStats:
     _batch_now: int = 0
     _prefix: PrefixUsage | None = None
     _prompt_tokens: int = 0
+    _step_tokens: int = 0  # tokens decode steps gave, over all sequences
+    _step_rows: int = 0  # sequence-steps (a sequence in a step counts once)
+    _drafted: int = 0  # tokens guessed by prompt lookup
+    _confirmed: int = 0  # of those, the ones the model confirmed
     _ttft_histogram: Histogram = field(default_factory=Histogram)
     _latency_histogram: Histogram = field(default_factory=Histogram)
     _process: psutil.Process = field(default_factory=psutil.Process, repr=False)
@@ -138,11 +150,18 @@ class EngineStats:
             self._queue_depth = depth
             self._queue_depth_max = max(self._queue_depth_max, depth)
 
-    def record_step(self, batch_size: int) -> None:
-        """Count one decode step of batch_size sequences."""
+    def record_step(
+        self, batch_size: int, tokens: int | None = None, drafts: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Count one decode step of batch_size sequences, the tokens it gave them (more than
+        one each where guesses were confirmed), and its guesses (made, confirmed)."""
         with self._lock:
             self._batches.append(batch_size)
             self._batch_now = batch_size
+            self._step_tokens += batch_size if tokens is None else tokens
+            self._step_rows += batch_size
+            self._drafted += drafts[0]
+            self._confirmed += drafts[1]
 
     def record_idle(self) -> None:
         """Nothing runs any more: the current batch is empty."""
@@ -186,5 +205,8 @@ class EngineStats:
                 prompt_tokens=self._prompt_tokens,
                 ttft_histogram=self._ttft_histogram.snapshot(),
                 latency_histogram=self._latency_histogram.snapshot(),
+                drafted_tokens=self._drafted,
+                confirmed_tokens=self._confirmed,
+                tokens_per_step=self._step_tokens / self._step_rows if self._step_rows else 0.0,
             )
         return snapshot

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from engine.config import EngineSettings
 from engine.errors import EngineError, GenerationFailed, Overloaded, TooManyQueued
 from engine.events import FinishReason, Queued
 from engine.loading.bootstrap import LoadedModel
@@ -25,6 +24,7 @@ from engine.serving.reply_output import Job, ReplyOutput
 from engine.serving.scheduler import Scheduler, StepPlan
 from engine.serving.sequence import Phase, Sequence
 from engine.serving.stats import EngineStats
+from engine.serving.worker_limits import WorkerLimits
 
 log = logging.getLogger(__name__)
 
@@ -38,32 +38,6 @@ class Failed:
     """Worker-to-consumer event: this request failed with a typed error."""
 
     error: EngineError
-
-
-@dataclass(frozen=True)
-class WorkerLimits:
-    """How much the worker takes on."""
-
-    queue_size: int  # waiting requests before Overloaded, whatever the wait (a memory guard)
-    max_wait_s: float  # the longest expected wait a new request is queued for
-    max_new_tokens: int  # the usual reply limit (the first guess of a reply's length)
-    per_owner: int  # waiting requests of one user before TooManyQueued
-    max_batch: int  # sequences decoding together
-    prefill_tokens: int  # prompt tokens read per step (a long prompt is read in chunks)
-    conversation_tokens: int  # KV cache room taken for a conversation: longest prompt + reply
-
-    @classmethod
-    def from_settings(cls, settings: EngineSettings) -> WorkerLimits:
-        """The limits the engine's settings set."""
-        return cls(
-            queue_size=settings.queue_size,
-            max_wait_s=settings.max_wait_s,
-            max_new_tokens=settings.max_new_tokens,
-            per_owner=settings.max_queued_per_user,
-            max_batch=settings.max_batch,
-            prefill_tokens=settings.prefill_chunk_tokens,
-            conversation_tokens=settings.max_input_tokens + settings.max_new_tokens,
-        )
 
 
 class Worker:
@@ -187,7 +161,8 @@ class Worker:
     def _run(self, load: Callable[[], LoadedModel], ready: Future[LoadedModel]) -> None:
         try:
             bundle = load()
-            runner = ModelRunner(bundle, self._prefix_cache, self._limits.conversation_tokens)
+            runner = ModelRunner(bundle, self._prefix_cache, self._limits.conversation_tokens,
+                                 self._limits.speculator())  # fmt: skip
         except BaseException as error:  # noqa: BLE001  every load failure goes to the caller
             ready.set_exception(error)
             return
@@ -270,14 +245,18 @@ class Worker:
                 log.exception("a decode step failed")
                 self._fail(decoding, error)
                 return
-            for sequence, token in zip(decoding, tokens, strict=True):
-                self._accept(sequence, token)
-            self._stats.record_step(len(decoding))
+            for sequence, new in zip(decoding, tokens, strict=True):
+                # Confirmed guesses past the reply's end (a stop token, a stop string) go.
+                all(not self._accept(sequence, token) for token in new)
+            self._stats.record_step(len(decoding), sum(map(len, tokens)), self._runner.last_drafts)
 
-    def _accept(self, sequence: Sequence, token: int) -> None:
+    def _accept(self, sequence: Sequence, token: int) -> bool:
+        """Take a sampled token; True when it ended the reply."""
         sequence.generated.append(token)
-        if sequence.output.push(token):
+        ended = sequence.output.push(token)
+        if ended:
             self._end(sequence, None)
+        return ended
 
     def _end(self, sequence: Sequence, reason: FinishReason | None) -> None:
         """A sequence leaves: its reply is finished and its state kept or freed."""
