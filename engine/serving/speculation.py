@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-NGRAMS = (3, 2)  # the tail lengths looked up, longest first (one token matches too often)
+NGRAMS = (4, 3, 2)  # the tail lengths looked up, longest first (one token matches too often)
 FIRST_GUESS = 4  # tokens guessed at first; grows by 2 after a fully right guess
 COOLDOWN_CAP = 16  # steps without guessing, at most, after guesses that all failed
 
