@@ -11,7 +11,9 @@ engines on the same model run in this process, one with ENGINE__SPECULATE_TOKENS
 the reply cache and kept chat state off, so every reply is computed. Reported per group:
 decode tokens/s (all its tokens over all its decode time) with and without, their ratio,
 the share of guessed tokens the model confirmed, tokens per step, and whether every answer
-was identical. Writes JSON to benchmarks/results/. Never part of the tests.
+was identical. --forced instead measures batch-1 decode forced to --tokens on a model
+with nothing to guess (random weights), alternating with and without, medians of 5 runs.
+Writes JSON to benchmarks/results/. Never part of the tests.
 """
 
 from __future__ import annotations
@@ -83,6 +85,36 @@ async def run(model: str, tokens: int, threads: int, guess: int) -> dict[str, An
     return results
 
 
+async def forced(model: str, tokens: int, threads: int, runs: int) -> dict[str, Any]:
+    """Batch-1 decode forced to its full length (random weights: nothing to guess), with
+    and without guessing, alternating; median tokens/s of each."""
+    import statistics
+
+    from engine import ChatTurn, Engine, EngineSettings, GenerationRequest
+
+    base = EngineSettings(model=model, cache_enabled=False, prefix_cache_mb=0, threads=threads)
+    engines = {name: Engine(base.model_copy(update={"speculate_tokens": guess}))
+               for name, guess in (("guessing", 8), ("plain", 0))}  # fmt: skip
+    for engine in engines.values():
+        await engine.start()
+    speeds: dict[str, list[float]] = {name: [] for name in engines}
+    try:
+        for run in range(runs + 1):  # the first run warms up: not counted
+            for name in engines if run % 2 else reversed(engines):
+                text = f"Write a long story about a lighthouse keeper, part {run}."
+                request = GenerationRequest((ChatTurn("user", text),), max_new_tokens=tokens,
+                                            ignore_stop=True)  # fmt: skip
+                finished = await engines[name].generate(request)
+                if run:
+                    speeds[name].append(finished.stats.decode_tps)
+        drafted = engines["guessing"].snapshot().drafted_tokens
+    finally:
+        for engine in engines.values():
+            await engine.close()
+    result = {name: statistics.median(values) for name, values in speeds.items()}
+    return {**result, "ratio": result["guessing"] / result["plain"], "drafted": drafted}
+
+
 def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,12 +122,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=160, help="longest answer")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--guess", type=int, default=8, help="ENGINE__SPECULATE_TOKENS")
+    parser.add_argument(
+        "--forced", action="store_true", help="batch-1 decode forced to --tokens, 5 runs"
+    )
     args = parser.parse_args()
     model = args.model
     if model is None:
         from tests.support.smollm2 import smollm2_gguf
 
         model = str(smollm2_gguf())
+    if args.forced:
+        got = asyncio.run(forced(model, args.tokens, args.threads, 5))
+        print(f"plain {got['plain']:.1f} tok/s · guessing {got['guessing']:.1f} tok/s · "
+              f"{got['ratio']:.2f}x · {got['drafted']} tokens guessed")  # fmt: skip
+        save_json(ROOT / "benchmarks" / "results" / f"speculation-forced-{Path(model).name}.json",
+                  got)  # fmt: skip
+        return
     results = asyncio.run(run(model, args.tokens, args.threads, args.guess))
     print(f"{'group':<10} {'prompts':>7} {'plain':>8} {'guessing':>9} {'ratio':>6} "
           f"{'accepted':>9} identical")  # fmt: skip
@@ -106,7 +148,7 @@ def main() -> None:
               f"{row['tok_s_guessing']:>9.1f} {row['ratio']:>5.2f}x {row['acceptance']:>8.0%} "
               f"{'yes' if row['identical'] else 'NO'}")  # fmt: skip
     print(f"tokens per sequence per step with guessing: {results['tokens_per_step']:.2f}")
-    save_json(ROOT / "benchmarks" / "results" / f"speculation-{Path(model).stem}.json", results)
+    save_json(ROOT / "benchmarks" / "results" / f"speculation-{Path(model).name}.json", results)
 
 
 if __name__ == "__main__":
