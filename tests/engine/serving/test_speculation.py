@@ -138,3 +138,36 @@ async def test_greedy_replies_are_identical_with_and_without_guesses_on_smollm2(
     assert [f.token_ids for f in guessed] == [f.token_ids for f in plain]
     assert "Paris" in guessed[3].text
     assert stats.confirmed_tokens > 0
+
+
+@pytest.mark.slow
+async def test_a_chats_kept_state_after_confirmed_guesses_gives_the_same_next_turn(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A reply written with confirmed guesses (its cache holds rows of rejected ones past
+    its end) is kept for the chat; the next turn continued from that state is the same as
+    one read afresh without guesses."""
+    from engine.events import ChatTurn
+
+    folder = tmp_path_factory.mktemp("responses")
+    kept = EngineSettings(model=str(smollm2_gguf()), cache_enabled=False, warmup=False,
+                          cache_dir=folder, max_new_tokens=48)  # fmt: skip
+    fresh = kept.model_copy(update={"speculate_tokens": 0, "prefix_cache_mb": 0})
+    first = ChatTurn("user", "Rewrite as a numbered list: cats, dogs, birds, fish, horses")
+
+    async def two_turns(settings: EngineSettings) -> tuple[Finished, Finished, int]:
+        engine = Engine(settings)
+        await engine.start()
+        try:
+            one = await engine.generate(GenerationRequest((first,), conversation="chat"))
+            turns = (first, ChatTurn("assistant", one.as_generated),
+                     ChatTurn("user", "Now the same list, reversed."))  # fmt: skip
+            two = await engine.generate(GenerationRequest(turns, conversation="chat"))
+            return one, two, engine.snapshot().confirmed_tokens
+        finally:
+            await engine.close()
+
+    one, two, confirmed = await two_turns(kept)
+    plain_one, plain_two, _ = await two_turns(fresh)
+    assert confirmed > 0 and two.stats.reused_tokens > 0  # guesses, then the kept state
+    assert (one.token_ids, two.token_ids) == (plain_one.token_ids, plain_two.token_ids)
