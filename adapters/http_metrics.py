@@ -53,6 +53,10 @@ class ServiceCollector(Collector):
                                   value=stats.tokens_generated)  # fmt: skip
         yield CounterMetricFamily("qwenbot_cache_hits", "Replies served from the reply cache",
                                   value=stats.cache_hits)  # fmt: skip
+        yield CounterMetricFamily("qwenbot_guessed_tokens", "Tokens guessed by prompt lookup "
+                                  "(speculative decoding)", value=stats.drafted_tokens)  # fmt: skip
+        yield CounterMetricFamily("qwenbot_confirmed_tokens", "Guessed tokens the model "
+                                  "confirmed", value=stats.confirmed_tokens)  # fmt: skip
         yield CounterMetricFamily("qwenbot_kept_state_hits",
                                   "Replies that continued a conversation's kept state",
                                   value=stats.prefix_hits)  # fmt: skip
@@ -66,6 +70,8 @@ class ServiceCollector(Collector):
             ("qwenbot_batch_size", "Sequences in the last decode step", stats.batch_size),
             ("qwenbot_batch_size_mean", "Mean decode batch, recent steps", stats.batch_mean),
             ("qwenbot_batch_size_max", "Largest decode batch, recent steps", stats.batch_max),
+            ("qwenbot_tokens_per_step", "Tokens a sequence got per decode step (guesses "
+             "confirmed add to 1)", stats.tokens_per_step),
             ("qwenbot_process_resident_memory_bytes", "Resident memory", stats.rss_bytes),
             ("qwenbot_process_cpu_percent", "CPU % since the last read, all cores",
              stats.cpu_percent),
