@@ -138,7 +138,7 @@ def stats_text(snapshot: StatsSnapshot, extra: Sequence[str] = ()) -> str:
     ]
     if snapshot.drafted_tokens:
         lines.append(
-            f"Speculation: {snapshot.draft_acceptance:.0%} of {snapshot.drafted_tokens} guessed "
+            f"Speculation: {snapshot.draft_acceptance:.0%} of {snapshot.drafted_tokens:,} guessed "
             f"tokens confirmed · {snapshot.tokens_per_step:.2f} tokens per sequence per step"
         )
     if snapshot.config is not None and snapshot.config.fallbacks:
