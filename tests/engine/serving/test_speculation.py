@@ -130,6 +130,13 @@ async def test_greedy_replies_are_identical_with_and_without_guesses_on_smollm2(
         ),
         request("Fix the bug: def square(x): return x + x", max_new_tokens=60, owner="c"),
         request("What is the capital of France?", max_new_tokens=40, owner="d"),
+        # A stop string met inside a run of confirmed guesses ends the reply right there.
+        request(
+            "Repeat exactly: one, two, three, four, five, six",
+            max_new_tokens=40,
+            stop=("four",),
+            owner="e",
+        ),
     ]
     plain = await replies(settings.model_copy(update={"speculate_tokens": 0}), asked)
     guessed = await replies(settings, asked)
@@ -137,6 +144,7 @@ async def test_greedy_replies_are_identical_with_and_without_guesses_on_smollm2(
     assert [f.text for f in guessed] == [f.text for f in plain]
     assert [f.token_ids for f in guessed] == [f.token_ids for f in plain]
     assert "Paris" in guessed[3].text
+    assert guessed[4].finish_reason == "stop" and "four" not in guessed[4].text
     assert stats.confirmed_tokens > 0
 
 
