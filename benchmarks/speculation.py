@@ -12,7 +12,9 @@ the reply cache and kept chat state off, so every reply is computed. Reported pe
 decode tokens/s (all its tokens over all its decode time) with and without, their ratio,
 the share of guessed tokens the model confirmed, tokens per step, and whether every answer
 was identical. --forced instead measures batch-1 decode forced to --tokens on a model
-with nothing to guess (random weights), alternating with and without, medians of 5 runs.
+with nothing to guess (random weights), alternating with and without, medians of 5 runs;
+--together sends each group's 8 prompts at once (one batch of 8 chats) and reports the
+aggregate tokens/s with and without guessing, medians of 3 alternating rounds.
 Writes JSON to benchmarks/results/. Never part of the tests.
 """
 
@@ -115,6 +117,46 @@ async def forced(model: str, tokens: int, threads: int, runs: int) -> dict[str, 
     return {**result, "ratio": result["guessing"] / result["plain"], "drafted": drafted}
 
 
+async def together(model: str, tokens: int, threads: int, rounds: int) -> dict[str, Any]:
+    """Each group's 8 prompts sent at once (8 chats in one batch), with and without
+    guessing, alternating for --rounds rounds: aggregate tokens/s (all tokens over the wall
+    time) per group, medians over rounds."""
+    import statistics
+    import time
+
+    from engine import ChatTurn, Engine, EngineSettings, GenerationRequest
+
+    groups: dict[str, list[str]] = json.loads(PROMPTS.read_text(encoding="utf-8"))
+    base = EngineSettings(model=model, max_new_tokens=tokens, cache_enabled=False,
+                          prefix_cache_mb=0, threads=threads, max_batch=8)  # fmt: skip
+    engines = {name: Engine(base.model_copy(update={"speculate_tokens": guess}))
+               for name, guess in (("guessing", 8), ("plain", 0))}  # fmt: skip
+    for engine in engines.values():
+        await engine.start()
+    results: dict[str, Any] = {}
+    try:
+        for group, prompts in groups.items():
+            speeds: dict[str, list[float]] = {name: [] for name in engines}
+            texts: dict[str, list[str]] = {}
+            for round_ in range(rounds):
+                for name in engines if round_ % 2 else reversed(engines):
+                    asked = [GenerationRequest((ChatTurn("user", p),), owner=f"chat{n}")
+                             for n, p in enumerate(prompts)]  # fmt: skip
+                    started = time.perf_counter()
+                    done = await asyncio.gather(*(engines[name].generate(r) for r in asked))
+                    wall = time.perf_counter() - started
+                    speeds[name].append(sum(f.stats.generated_tokens for f in done) / wall)
+                    texts[name] = [f.text for f in done]
+            plain, guessing = (statistics.median(speeds[n]) for n in ("plain", "guessing"))
+            results[group] = {"tok_s_plain": plain, "tok_s_guessing": guessing,
+                              "ratio": guessing / plain,
+                              "identical": texts["plain"] == texts["guessing"]}  # fmt: skip
+    finally:
+        for engine in engines.values():
+            await engine.close()
+    return results
+
+
 def main() -> None:
     """Measure and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -124,6 +166,9 @@ def main() -> None:
     parser.add_argument("--guess", type=int, default=8, help="ENGINE__SPECULATE_TOKENS")
     parser.add_argument(
         "--forced", action="store_true", help="batch-1 decode forced to --tokens, 5 runs"
+    )
+    parser.add_argument(
+        "--together", action="store_true", help="each group's prompts at once, 3 rounds"
     )
     args = parser.parse_args()
     model = args.model
@@ -137,6 +182,15 @@ def main() -> None:
               f"{got['ratio']:.2f}x · {got['drafted']} tokens guessed")  # fmt: skip
         save_json(ROOT / "benchmarks" / "results" / f"speculation-forced-{Path(model).name}.json",
                   got)  # fmt: skip
+        return
+    if args.together:
+        batched = asyncio.run(together(model, args.tokens, args.threads, 3))
+        for group, row in batched.items():
+            print(f"{group:<10} 8 at once: plain {row['tok_s_plain']:.1f} tok/s · guessing "
+                  f"{row['tok_s_guessing']:.1f} tok/s · {row['ratio']:.2f}x · identical "
+                  f"{'yes' if row['identical'] else 'NO'}")  # fmt: skip
+        save_json(ROOT / "benchmarks" / "results" / f"speculation-together-{Path(model).name}.json",
+                  batched)  # fmt: skip
         return
     results = asyncio.run(run(model, args.tokens, args.threads, args.guess))
     print(f"{'group':<10} {'prompts':>7} {'plain':>8} {'guessing':>9} {'ratio':>6} "
