@@ -8,9 +8,9 @@ llama.cpp's `llama-server` as the server.
 One server runs at a time (each with --threads), so the two never share the cores. For
 each, --rounds rounds of two replies: one streamed straight from the server (the official
 `openai` client) and one through a remote Engine in this process (the front end a bot
-runs; its reply cache off), in swapped order each round, each path its own questions. Reported: time to first text and decode
-tokens/s, medians, and the hop's cost as their difference and ratio. Both measure on the
-client side of the stream. Writes JSON to benchmarks/results/. Never part of the tests.
+runs; its reply cache off), in swapped order each round, each path its own questions.
+Reported: time to first text and decode tokens/s, medians, and the hop's cost as their
+difference and ratio. Both measure on the client side of the stream. Writes JSON to benchmarks/results/. Never part of the tests.
 """
 
 from __future__ import annotations
