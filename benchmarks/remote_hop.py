@@ -10,7 +10,8 @@ each, --rounds rounds of two replies: one streamed straight from the server (the
 `openai` client) and one through a remote Engine in this process (the front end a bot
 runs; its reply cache off), in swapped order each round, each path its own questions.
 Reported: time to first text and decode tokens/s, medians, and the hop's cost as their
-difference and ratio. Both measure on the client side of the stream. Writes JSON to benchmarks/results/. Never part of the tests.
+difference and ratio. Both measure on the client side of the stream. Writes JSON to
+benchmarks/results/. Never part of the tests.
 """
 
 from __future__ import annotations
