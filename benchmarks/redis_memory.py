@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,22 +25,19 @@ from typing import Any
 
 import redis
 
-from bot.settings import BotSettings, Settings, StateSettings
-from bot.state.open_state import open_state
-from engine import CachedReply, ChatTurn
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.settings import BotSettings, Settings, StateSettings  # noqa: E402
+from bot.state.open_state import open_state  # noqa: E402
+from engine import CachedReply, ChatTurn  # noqa: E402
+from tests.support.http_server import free_port  # noqa: E402
 
 QUESTION = "Bạn có thể giải thích ngắn gọn cách hoạt động của bộ nhớ đệm trong Redis không?"
 ANSWER = (
     "Redis keeps every key in memory and answers from there; a TTL tells it when a key may "
     "go, and maxmemory with an eviction policy decides what goes first when memory is full. "
 ) * 3
-
-
-def free_port() -> int:
-    """A port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def used(client: redis.Redis) -> int:
@@ -116,7 +113,7 @@ def main() -> None:
         row = results[kind]
         print(f"{kind:<20} {row['bytes_each']:>12.0f} {row['memory_usage_of_one_key']:>14}")
     print(f"(a conversation of {2 * args.turns} turns is {text_bytes} bytes of JSON)")
-    out = Path(__file__).parent / "results" / "redis_memory.json"
+    out = ROOT / "benchmarks" / "results" / "redis_memory.json"
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

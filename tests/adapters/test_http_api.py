@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.support.bot_process import ROOT, bot_environment
+from tests.support.http_server import metrics
 from tests.support.http_server import request as _request
 from tests.support.http_server import serve as _serve
 from tests.support.http_server import status as _status
@@ -162,25 +163,13 @@ def test_listening_beyond_loopback_needs_keys(tiny_model_dir: Path, tmp_path: Pa
     assert str(ROOT) not in done.stderr  # one line, no traceback
 
 
-def _metrics(port: int) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, headers, raw = _request(port, "GET", "/metrics")
-    assert status == 200 and headers["content-type"].startswith("text/plain")
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(raw.decode())
-        for sample in family.samples
-    }
-
-
 def test_metrics_parse_and_move_with_each_request(keyed: int) -> None:
-    before = _metrics(keyed)  # open without a key, like the probes
+    before = metrics(keyed)  # open without a key, like the probes
     answered = "qwenbot_requests_total[('outcome', 'answered'), ('platform', 'http')]"
     _client(keyed).chat.completions.create(
         model="any", messages=[{"role": "user", "content": "Count to three."}], max_tokens=3
     )
-    after = _metrics(keyed)
+    after = metrics(keyed)
     assert after[answered] == before.get(answered, 0) + 1
     assert after["qwenbot_generated_tokens_total[]"] > before["qwenbot_generated_tokens_total[]"]
     count = "qwenbot_time_to_first_token_seconds_count[]"
@@ -221,12 +210,12 @@ def test_eight_streams_at_once_are_decoded_as_one_batch(keyed: int) -> None:
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, range(8)))
     assert all(answers)
-    assert _metrics(keyed)["qwenbot_batch_size_max[]"] == 8
+    assert metrics(keyed)["qwenbot_batch_size_max[]"] == 8
 
 
 def test_a_client_leaving_mid_stream_withdraws_its_reply(keyed: int) -> None:
     cancelled = "qwenbot_engine_errors_total[('kind', 'cancelled')]"
-    before = _metrics(keyed).get(cancelled, 0)
+    before = metrics(keyed).get(cancelled, 0)
     body = json.dumps({"messages": [{"role": "user", "content": "Write a long essay."}],
                        "stream": True, "max_tokens": 3000, "temperature": 0.7})  # fmt: skip
     connection = http.client.HTTPConnection("127.0.0.1", keyed, timeout=60)
@@ -236,7 +225,7 @@ def test_a_client_leaving_mid_stream_withdraws_its_reply(keyed: int) -> None:
     assert response.status == 200 and response.readline().startswith(b"data: ")
     connection.close()  # the reader goes away after the first chunk
     deadline = time.monotonic() + 60
-    while _metrics(keyed).get(cancelled, 0) != before + 1:
+    while metrics(keyed).get(cancelled, 0) != before + 1:
         assert time.monotonic() < deadline, "the reply was not withdrawn"
         time.sleep(0.1)
 

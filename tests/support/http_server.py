@@ -69,3 +69,16 @@ def request(
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The server's Prometheus samples, keyed by name and sorted labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status_code, headers, raw = request(port, "GET", "/metrics")
+    assert status_code == 200 and headers["content-type"].startswith("text/plain")
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(raw.decode())
+        for sample in family.samples
+    }
