@@ -26,7 +26,7 @@ from engine.loading.bootstrap import LoadedModel, bootstrap
 from engine.loading.decode_loop import SamplingParams
 from engine.loading.remote_model import RemoteModel, load_tokenizer_only
 from engine.loading.stages import ProgressCallback, no_progress
-from engine.serving.local_runner import local_events
+from engine.serving.local_runner import LocalRunner
 from engine.serving.prefix_cache import PrefixCache
 from engine.serving.remote_runner import RemoteRunner
 from engine.serving.response_cache import (
@@ -65,7 +65,8 @@ class Engine:
         limits = WorkerLimits.from_settings(settings)
         self._worker = Worker(limits, self.stats, self._prefix_cache)
         self._bundle: LoadedModel | RemoteModel | None = None
-        self._remote: RemoteRunner | None = None  # backend remote: the servers elsewhere
+        # Where replies come from: the worker here, or (backend remote) servers elsewhere.
+        self._runner: LocalRunner | RemoteRunner = LocalRunner(self._worker)
         self._cache: ReplyCache | None = reply_cache if settings.cache_enabled else None
         self._inflight: dict[str, asyncio.Future[Finished | None]] = {}
         # The chat service counts a conversation's tokens while trimming its history, then
@@ -81,8 +82,9 @@ class Engine:
             )
         if self.settings.backend == "remote":
             self._bundle = await asyncio.to_thread(load_tokenizer_only, self.settings, progress)
-            self._remote = RemoteRunner(self.settings)
-            await self._remote.start()
+            remote = RemoteRunner(self.settings)
+            await remote.start()
+            self._runner = remote
         else:
             ready = self._worker.start(lambda: bootstrap(self.settings, progress))
             self._bundle = await asyncio.wrap_future(ready)
@@ -106,9 +108,7 @@ class Engine:
     @property
     def busy(self) -> bool:
         """True while a reply is being generated or waits in the queue."""
-        if self._remote is not None:
-            return any(server.in_flight for server in self._remote.pool.servers)
-        return self._worker.busy
+        return self._runner.busy
 
     @property
     def effective(self) -> EffectiveConfig:
@@ -119,10 +119,7 @@ class Engine:
         """Aggregate counters for /stats."""
         if self._prefix_cache is not None:
             self.stats.set_prefix_usage(self._prefix_cache.usage())
-        snapshot = self.stats.snapshot()
-        if self._remote is not None:
-            return dataclasses.replace(snapshot, servers=self._remote.pool.statuses())
-        return snapshot
+        return dataclasses.replace(self.stats.snapshot(), servers=self._runner.statuses())
 
     def forget(self, conversation: str) -> None:
         """Drop what the engine keeps of a conversation (its history was reset)."""
@@ -217,10 +214,7 @@ class Engine:
 
     async def close(self) -> None:
         """Cancel queued and running replies, stop the worker, close the cache."""
-        await asyncio.to_thread(self._worker.stop)
-        if self._remote is not None:
-            await self._remote.close()
-            self._remote = None
+        await self._runner.close()
         if self._cache is not None:
             self._cache.close()
         self._bundle = None
@@ -265,10 +259,7 @@ class Engine:
         if key is not None:
             shared = loop.create_future()
             self._inflight[key] = shared
-        if self._remote is not None:
-            source = self._remote.events(request.messages, len(prompt.ids), params)
-        else:
-            source = local_events(self._worker, prompt.ids, prompt.starts_in_think, params, request)
+        source = self._runner.events(prompt.ids, prompt.starts_in_think, params, request)
         result: Finished | None = None
         try:
             # aclosing: when our consumer stops, the reply is withdrawn now, not when collected.

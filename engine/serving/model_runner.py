@@ -117,10 +117,10 @@ class ModelRunner:
         """Guessed tokens for each greedy sequence (none for sampled ones)."""
         if self.speculator is None:
             return [[] for _ in sequences]
-        asked: list[tuple[DraftState, list[int], int]] = []
+        asked: list[tuple[DraftState | None, list[int], int]] = []
         for seq in sequences:
             if seq.job.params.temperature > 0:
-                asked.append((DraftState(), [], 0))  # sampled: decoded one by one
+                asked.append((None, [], 0))  # sampled: decoded one by one
                 continue
             if seq.draft is None:
                 seq.draft = DraftState()

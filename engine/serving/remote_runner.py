@@ -13,7 +13,15 @@ import httpx
 
 from engine.config import EngineSettings
 from engine.errors import GenerationFailed, Overloaded, PromptTooLong, RemoteUnavailable
-from engine.events import ChatTurn, EngineEvent, Finished, ReplyStats, Started, TokenText
+from engine.events import (
+    ChatTurn,
+    EngineEvent,
+    Finished,
+    GenerationRequest,
+    ReplyStats,
+    Started,
+    TokenText,
+)
 from engine.loading.decode_loop import SamplingParams
 from engine.serving.remote_client import (
     ContextExceeded,
@@ -23,6 +31,7 @@ from engine.serving.remote_client import (
     stream_chat,
 )
 from engine.serving.remote_pool import RemotePool, RemoteServer
+from engine.serving.stats import ServerStatus
 from engine.text.think_filter import ThinkFilter
 
 
@@ -51,12 +60,27 @@ class RemoteRunner:
         await self.pool.close()
         await self._client.aclose()
 
+    @property
+    def busy(self) -> bool:
+        """A reply is being written by one of the servers."""
+        return any(server.in_flight for server in self.pool.servers)
+
+    def statuses(self) -> tuple[ServerStatus, ...]:
+        """Every server's status, for /stats and /metrics."""
+        return self.pool.statuses()
+
     async def events(
-        self, messages: Sequence[ChatTurn], prompt_tokens: int, params: SamplingParams
+        self,
+        ids: tuple[int, ...],
+        starts_in_think: bool,
+        params: SamplingParams,
+        request: GenerationRequest,
     ) -> AsyncGenerator[EngineEvent, None]:
         """Started, TokenText..., Finished, as the local worker yields them; typed
-        EngineErrors raised. A server that fails before the first word is left for the
-        next; one that fails mid-reply fails the reply (its words were shown already)."""
+        EngineErrors raised. The servers render the conversation themselves: only its
+        token count (`ids`) is used here. A server that fails before the first word is left
+        for the next; one that fails mid-reply fails the reply (its words were shown)."""
+        messages, prompt_tokens = request.messages, len(ids)
         tried: set[str] = set()
         busy: ServerBusy | None = None
         while True:

@@ -60,11 +60,15 @@ class Speculator:
         self.max_guess = max_guess
         self.max_rows = max_rows  # rows in one step, the sequences' own included
 
-    def drafts(self, sequences: list[tuple[DraftState, list[int], int]]) -> list[list[int]]:
-        """For each (state, tokens new since last time, room left): the guessed tokens."""
+    def drafts(self, sequences: list[tuple[DraftState | None, list[int], int]]) -> list[list[int]]:
+        """For each (state, tokens new since last time, room left): the guessed tokens; a
+        sequence without a state (a sampled reply) gets none."""
         budget = max(0, self.max_rows - len(sequences))
-        guesses = []
+        guesses: list[list[int]] = []
         for state, new_tokens, room in sequences:
+            if state is None:
+                guesses.append([])
+                continue
             state.extend(new_tokens)
             limit = min(state.guess, self.max_guess, room, budget)
             if state.resting > 0:

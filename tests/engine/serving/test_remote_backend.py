@@ -21,8 +21,9 @@ from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import open_state
 from engine import ChatTurn, Engine, EngineSettings, GenerationRequest, TokenText
 from engine.errors import Overloaded, PromptTooLong, RemoteUnavailable
+from engine.serving.remote_runner import RemoteRunner
 from tests.support.bot_process import bot_environment
-from tests.support.http_server import free_port, request, serve
+from tests.support.http_server import free_port, metrics, request, serve
 from tests.support.smollm2 import smollm2_gguf
 
 pytestmark = pytest.mark.slow
@@ -95,8 +96,10 @@ async def test_replies_stream_from_the_server_with_footers_and_are_cached_in_fro
         again = [event async for event in service.handle(private("Hello there", 8))]
         assert isinstance(again[-1], ReplyDone) and again[-1].text == done.text
         assert again[-1].footer is not None and "⚡ cached" in again[-1].footer
-        remote = engine._remote
-        assert remote is not None and remote.pool.servers[0].answered == 1  # not asked again
+        remote = engine._runner
+        assert (
+            isinstance(remote, RemoteRunner) and remote.pool.servers[0].answered == 1
+        )  # not asked again
 
         stats = [e async for e in service.handle(private("/stats", 7))][-1]
         assert f"Server http://127.0.0.1:{server}/v1: up · 0 in flight · 1 answered" in stats.text
@@ -114,8 +117,8 @@ async def test_a_server_down_is_left_for_the_other_and_used_again_once_it_is_bac
         first_port, first_process = first
         settings = front_settings(tiny_model_dir, tmp_path, late_port, first_port)
         async with started(settings) as engine:
-            assert engine._remote is not None
-            late, live = engine._remote.pool.servers
+            assert isinstance(engine._runner, RemoteRunner)
+            late, live = engine._runner.pool.servers
             assert not late.up and live.up  # nothing listens on the late one yet
             for n in range(3):
                 assert await ask(engine, f"question {n}")
@@ -143,7 +146,7 @@ async def test_a_reply_the_user_leaves_stops_on_the_server_too(
 ) -> None:
     settings = front_settings(tiny_model_dir, tmp_path, server, max_new_tokens=3000)
     cancelled = "qwenbot_engine_errors_total[('kind', 'cancelled')]"
-    before = server_metrics(server).get(cancelled, 0.0)
+    before = metrics(server).get(cancelled, 0.0)
     async with started(settings) as engine:
         request = GenerationRequest(messages=(ChatTurn("user", "a long story, please"),))
         async with contextlib.aclosing(engine.stream(request)) as events:
@@ -151,21 +154,9 @@ async def test_a_reply_the_user_leaves_stops_on_the_server_too(
                 if isinstance(event, TokenText):
                     break  # the user deleted the message: the stream is closed here
         deadline = time.monotonic() + 20
-        while server_metrics(server).get(cancelled, 0.0) == before:
+        while metrics(server).get(cancelled, 0.0) == before:
             assert time.monotonic() < deadline, "the server wrote the whole reply anyway"
             await asyncio.sleep(0.1)
-
-
-def server_metrics(port: int) -> dict[str, float]:
-    """The server's Prometheus samples by name and labels."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    _, _, raw = request(port, "GET", "/metrics")
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(raw.decode())
-        for sample in family.samples
-    }
 
 
 async def test_each_server_gets_at_most_its_concurrency_the_rest_wait_or_hear_busy(
@@ -173,8 +164,8 @@ async def test_each_server_gets_at_most_its_concurrency_the_rest_wait_or_hear_bu
 ) -> None:
     one_at_a_time = {"remote_concurrency": 1, "max_new_tokens": 200}
     async with started(front_settings(tiny_model_dir, tmp_path, server, **one_at_a_time)) as engine:
-        assert engine._remote is not None
-        target = engine._remote.pool.servers[0]
+        assert isinstance(engine._runner, RemoteRunner)
+        target = engine._runner.pool.servers[0]
         seen: list[int] = []
 
         async def watch() -> None:
