@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,16 +143,24 @@ async def test_two_processes_behind_one_webhook_act_as_one_bot(
     assert len(finals(fake_api, 4001)) == 1
 
 
-async def test_a_process_killed_mid_answer_its_question_is_answered_once_by_the_other(
-    fleet: Fleet, fake_api: FakeBotAPI
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+async def test_a_process_stopped_mid_answer_its_question_is_answered_once_by_the_other(
+    fleet: Fleet, fake_api: FakeBotAPI, stop: str
 ) -> None:
+    """SIGKILL: no handler, no goodbye; taken over once its alive key runs out. SIGTERM (a
+    deploy, 0.2 s grace): the answer in flight is cancelled and left owed, the alive key
+    deleted on the way out, and the other process answers it."""
     doomed = await fleet.start(ENGINE__MAX_NEW_TOKENS="3000")  # still writing when killed
     await fleet.start()
     asked = fake_api.message("Tell me a long story, please", chat_id=5001, user_id=5001)
     await fleet.post(doomed, asked)
     await fake_api.wait_for(lambda: fake_api.sent("sendMessageDraft", 5001), within=60)
-    fleet.processes[doomed].kill()  # SIGKILL: no handler, no goodbye
-    await fleet.processes[doomed].wait()
+    if stop == "SIGKILL":
+        fleet.processes[doomed].kill()
+    else:
+        fleet.processes[doomed].send_signal(signal.SIGTERM)
+    exit_code = await asyncio.wait_for(fleet.processes[doomed].wait(), 60)
+    assert exit_code == (-signal.SIGKILL if stop == "SIGKILL" else 0)
     assert not finals(fake_api, 5001)
 
     await fake_api.wait_for(lambda: finals(fake_api, 5001), within=60)

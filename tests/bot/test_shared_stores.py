@@ -273,3 +273,52 @@ def test_values_in_redis_are_json_text_with_a_ttl(
         assert 86_000 < client.ttl("qwenbot:history:telegram:1") <= 86_400
     finally:
         client.close()
+
+
+def test_unreadable_values_in_redis_are_dropped_one_by_one_not_fatal(
+    fleet: Callable[..., BotState], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = fleet()
+    assert state.reply_cache is not None
+    inbox = state.journal()
+    inbox.receive("telegram:1:40", "telegram:1", {"n": 40})
+    inbox.close()  # its process is gone: the entry is owed
+    client = redis_server.client()
+    try:
+        client.set("qwenbot:history:telegram:1:", "{not json")
+        client.set("qwenbot:reply:" + "r" * 64, '["not", "a", "reply"]')
+        client.rpush("qwenbot:history:telegram:2:", "a list, not a string")  # WRONGTYPE
+        client.hset("qwenbot:inbox:telegram:1:40", "payload", "{garbage")
+    finally:
+        client.close()
+    assert state.history.load("telegram:1:") == []
+    assert state.reply_cache.get("r" * 64) is None
+    assert state.history.load("telegram:2:") == []  # refused by Redis, not an exception
+    again = state.journal()
+    assert taken_over(again, "telegram:1:") == []  # the unreadable entry is done, not replayed
+    assert not again.receive("telegram:1:40", "telegram:1", {})  # and still refused
+    state.history.save("telegram:1:", [ChatTurn("user", "fresh")])
+    assert state.history.load("telegram:1:") == [ChatTurn("user", "fresh")]
+    assert state.status() is not None and state.status().up  # type: ignore[union-attr]
+    assert caplog.text.count("unreadable") >= 3
+
+
+def test_a_redis_that_is_not_there_at_start_up_is_waited_out(tmp_path: Path) -> None:
+    from tests.support.http_server import free_port
+
+    settings = Settings(
+        bot=BotSettings(history_dir=tmp_path / "h", inbox_dir=tmp_path / "i"),
+        state=StateSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0"),
+    )
+    state = open_state(settings)  # nothing listens: no exception
+    try:
+        inbox = state.journal()
+        assert state.history.load("telegram:1:") == []
+        assert inbox.receive("telegram:1:1", "telegram:1", {})  # answered, remembered here
+        assert not inbox.receive("telegram:1:1", "telegram:1", {})
+        assert inbox.pending("telegram:1:") == []
+        assert state.limiter(6, 1, "chat").acquire("telegram:1") == 0.0
+        down = state.status()
+        assert down is not None and not down.up
+    finally:
+        state.close()
