@@ -26,6 +26,13 @@ Quantization = Literal["auto", "none", "int8", "int8-torch", "int8-dynamic", "in
 # remote: OpenAI-compatible servers elsewhere (ENGINE__REMOTE_URLS) generate; only the
 #   model's tokenizer is loaded here (history trimming, limits, reply cache keys).
 Backend = Literal["auto", "native", "transformers", "remote"]
+# How the native decoder's packed weights read a prompt (engine/native/packed_linear.py):
+# int16 / int8: activations in blocks of 32 as 15-bit or 8-bit integers on our kernel
+#   (int8 dot products: AVX-512 VNNI or AMX tiles); int8 is faster and less faithful;
+# bf16: torch's bf16 GEMM on the weights de-quantised;
+# auto: int16 where it is faster (CPUs with AVX-512 VNNI and no AMX; with AMX, passes under
+#   64 rows), bf16 elsewhere.
+PromptMatmul = Literal["auto", "int16", "int8", "bf16"]
 
 
 def default_data_dir() -> Path:
@@ -48,6 +55,7 @@ class EngineSettings(BaseModel):
     device: Device = "auto"
     dtype: Dtype = "auto"
     quantization: Quantization = "auto"
+    prompt_matmul: PromptMatmul = "auto"
     backend: Backend = "auto"
     compile: bool = False
     threads: int | None = Field(

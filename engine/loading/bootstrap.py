@@ -37,6 +37,7 @@ from engine.loading.plain_entry import end_ids_of
 from engine.loading.stages import ProgressCallback, Stages, no_progress
 from engine.native.cpu_features import cpu_has_vnni
 from engine.native.model import NativeDecoder
+from engine.native.packed_linear import prompt_plan
 from engine.text.prompt import stop_token_ids
 
 if TYPE_CHECKING:
@@ -204,6 +205,9 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
                 scheme_name = f"{packed_widths(decoder)} (as in the GGUF file)"
             else:
                 scheme_name = scheme
+            if scheme in {"int8", "int4"}:  # the packed kernels' prompt path
+                decoder.prompt_plan = prompt_plan(settings.prompt_matmul)
+                scheme_name += f", prompts {decoder.prompt_plan.name()}"
             where = ", mapped from the packed cache" if kept else ""
             stage.done = f"loaded weights ({scheme_name}, native decoder{where})"
         return decoder, "native", scheme_name

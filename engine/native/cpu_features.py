@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
+AMX_FLAGS = frozenset({"amx_bf16", "amx_tile", "amx_int8", "amx_fp16"})
+
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none), less AMX's
+    where ONEDNN_MAX_CPU_ISA keeps oneDNN (torch's GEMMs) off AMX: one knob then holds our
+    kernels and torch's to the same instructions (how this machine stands in for a CPU
+    without AMX in benchmarks/prompt_speed.py)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
@@ -16,7 +22,15 @@ def cpu_flags() -> frozenset[str]:
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
             flags.update(line.split(":", 1)[1].split())
+    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if limit and limit != "ALL" and "AMX" not in limit:
+        flags -= AMX_FLAGS
     return frozenset(flags)
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX tiles for int8 and bf16 (Intel Xeon, 4th generation on)."""
+    return {"amx_tile", "amx_int8", "amx_bf16"} <= cpu_flags()
 
 
 def cpu_has_vnni() -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch  # loaded before any kernel library: its libgomp is the one the kernels share
 
-from engine.native.cpu_features import cpu_flags
+from engine.native.cpu_features import cpu_flags, cpu_has_amx
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ _SIGNATURES: dict[str, _Signature] = {
     "qb_pack": ([_P, _P, _I64, _I64, _INT, _P, _P], None),
     "qb_rows": ([_P, _P, _INT, _P, _I64, _I64, _P], None),
     "qb_linear": ([_P, _P, _INT, _P, _P, _I64, _I64, _I64, _INT], _INT),
+    "qb_prompt_path": ([], ctypes.c_int),
+    # packed, scales, bits, x, x_bf16, y, y_bf16, m, n, k, precise, threads, path
+    "qb_prompt_linear": ([_P, _P, _INT, _P, _INT, _P, _INT, *[_I64] * 3, _INT, _INT, _INT], _INT),
     "qb_unpack_bf16": ([_P, _P, _INT, _I64, _I64, _P, _INT], None),
     "qb_decode_step": ([_P, _P, _I64, _P, _P, _INT], _INT),
     "qb_rms_norm_rows": ([_P, _I64, _I64, _P, ctypes.c_float, _P, _INT], None),
@@ -147,7 +150,8 @@ def kernels() -> ctypes.CDLL:
     """This machine's kernel library, built on first use (raises KernelUnavailable); on a
     Xeon with AMX, the tile registers are asked for (Linux lends them per process)."""
     library = load(build())
-    library.qb_amx_enable()
+    if cpu_has_amx():
+        library.qb_amx_enable()
     return library
 
 

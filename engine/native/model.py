@@ -20,7 +20,7 @@ from engine.native.cpu_features import cpu_flags
 from engine.native.fused_step import KV_DTYPE, fused_decode_step
 from engine.native.kv_cache import KVCache
 from engine.native.linear import LinearKernel
-from engine.native.packed_linear import PackedLinear
+from engine.native.packed_linear import PackedLinear, PromptPlan
 from engine.native.parts import Embedding, RMSNorm, RotaryTable, apply_rotary
 
 
@@ -47,6 +47,9 @@ class NativeDecoder:
         self.fused = fused_decode_step(config, layers, dtype)  # None: torch ops per layer
         self.kv_dtype = KV_DTYPE if self.fused is not None else dtype
         self.c_attention = self.fused is not None and prompt_attention_in_c()
+        # How prompt passes read packed weights; the loader sets it from
+        # ENGINE__PROMPT_MATMUL (packed_linear.prompt_plan). bf16 until then.
+        self.prompt_plan = PromptPlan(0, 0)
 
     def new_cache(self, max_tokens: int) -> KVCache:
         """An empty cache for one conversation of up to max_tokens tokens."""
@@ -81,7 +84,7 @@ class NativeDecoder:
         offsets = [0, *itertools.accumulate(counts)]
         for index, layer in enumerate(self.layers):
             h = self._prompt_norm(index, "attn_norm", x)
-            qk, v = torch.split(_prompt(layer.qkv, h), [q_size + kv_size, kv_size], dim=-1)
+            qk, v = torch.split(self._prompt(layer.qkv, h), [q_size + kv_size, kv_size], dim=-1)
             # Queries and keys share one norm call and one rotation: half the small ops.
             qk = qk.view(rows, c.heads + c.kv_heads, c.head_dim)
             if self.fused is not None:
@@ -95,13 +98,22 @@ class NativeDecoder:
             attended = torch.empty(rows, q_size, dtype=made)  # each chunk fills its rows
             for (_, cache), lo, hi in zip(chunks, offsets, offsets[1:], strict=False):
                 self._attend(index, qk[lo:hi], v[lo:hi], cache, attended[lo:hi])
-            x = x + _prompt(layer.out, attended)
+            x = x + self._prompt(layer.out, attended)
             normed = self._prompt_norm(index, "mlp_norm", x)
-            gate, up = _prompt(layer.gate_up, normed).chunk(2, dim=-1)
-            x = x + _prompt(layer.down, functional.silu(gate) * up)
+            gate, up = self._prompt(layer.gate_up, normed).chunk(2, dim=-1)
+            x = x + self._prompt(layer.down, functional.silu(gate) * up)
         for (_, cache), count in zip(chunks, counts, strict=True):
             cache.length += count
         return x[[end - 1 for end in offsets[1:]]]
+
+    def _prompt(self, linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
+        """A prompt pass's matmul on the packed weights: integer activations, or torch's bf16
+        GEMM on them de-quantised (whose rows round alike whatever their count on AVX-512,
+        not with AMX); bf16 out, as the next matmul reads it (fp32 round trips cost a
+        quarter of an 800-token pass)."""
+        if isinstance(linear, PackedLinear):
+            return linear.prompt(x, torch.bfloat16, self.prompt_plan.bits_for(x.shape[0]))
+        return linear(x)
 
     def _prompt_norm(self, index: int, norm: str, x: torch.Tensor) -> torch.Tensor:
         """A prompt pass's "attn_norm" or "mlp_norm": in C to bf16 when fused, else in torch."""
@@ -234,13 +246,6 @@ def prompt_attention_in_c() -> bool:
     for 133 tokens over 1,459 on a 2-core Xeon); without, ours beat torch's 2x (Zen 5).
     benchmarks/prompt_attention.py compares them on any CPU."""
     return "amx_bf16" not in cpu_flags()
-
-
-def _prompt(linear: LinearKernel, x: torch.Tensor) -> torch.Tensor:
-    """A prompt pass's matmul: torch's bf16 GEMM on the packed weights de-quantised (its rows
-    round alike whatever their count on AVX-512, not with AMX); bf16 out, as the next matmul
-    reads it (fp32 round trips cost a quarter of an 800-token pass)."""
-    return linear.dense(x, torch.bfloat16) if isinstance(linear, PackedLinear) else linear(x)
 
 
 @functools.lru_cache(maxsize=8)

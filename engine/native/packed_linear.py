@@ -9,12 +9,14 @@ and 4 bits 13-16 ms, against 40 ms for torch's int8 weight-only kernel.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from typing import Literal, NamedTuple
 
 import torch
 from torch.nn import functional
 
+from engine.config import PromptMatmul
 from engine.native import kernel_builder
 from engine.native.kernel_builder import pointer
 
@@ -28,6 +30,47 @@ CHUNK_ROWS = 8192  # rows quantised at a time (a multiple of TILE)
 # From this many rows on, torch's bf16 GEMM on de-quantised weights beats the kernel (measured
 # over Qwen3-0.6B's linears on 2 Zen 5 cores: equal at ~12 rows, 2.5x faster at 100).
 PREFILL_ROWS = 16
+# Where the CPU has AMX, torch's bf16 GEMM runs on its bf16 tiles and overtakes the integer
+# prompt kernel from this many rows on with 16-bit activations (Qwen3-0.6B's linears on a
+# 2-core Xeon, per layer: 16 rows 1.5 ms / 3.9 bf16, 64 rows 5.3 / 5.5, 128 rows 10.0 / 7.6;
+# 8-bit 6.2 at 128). Without AMX, 16 bits are 1.5-2.3x faster than bf16 at every size
+# there and 8 bits 2.4-3.5x (benchmarks/prompt_speed.py).
+AMX_INT_ROWS = 64
+ActivationBits = Literal[0, 8, 16]  # 0: bf16 through torch
+
+
+class PromptPlan(NamedTuple):
+    """How a prompt pass reads the packed weights: integer activations of `bits` for passes
+    of fewer than `below_rows` rows, torch's bf16 GEMM for the others."""
+
+    bits: ActivationBits
+    below_rows: int
+
+    def bits_for(self, rows: int) -> ActivationBits:
+        """The activation width for a pass of this many rows (0: bf16)."""
+        return self.bits if rows < self.below_rows else 0
+
+    def name(self) -> str:
+        """For the start-up line and /stats: "int16", "int8 below 64 rows, else bf16", ..."""
+        if self.bits == 0 or self.below_rows == 0:
+            return "bf16"
+        if self.below_rows == sys.maxsize:
+            return f"int{self.bits}"
+        return f"int{self.bits} below {self.below_rows} rows, else bf16"
+
+
+def prompt_plan(choice: PromptMatmul) -> PromptPlan:
+    """ENGINE__PROMPT_MATMUL on this CPU. auto: 16-bit integer activations for every pass
+    where the kernel has AVX-512 VNNI and the CPU no AMX; with AMX, for short passes only;
+    bf16 where the kernel is plain C (torch's bf16 is faster there)."""
+    if choice == "bf16":
+        return PromptPlan(0, 0)
+    if choice in {"int8", "int16"}:
+        return PromptPlan(8 if choice == "int8" else 16, sys.maxsize)
+    library = kernel_builder.kernels()
+    if not library.qb_vnni():
+        return PromptPlan(0, 0)
+    return PromptPlan(16, AMX_INT_ROWS if library.qb_prompt_path() == 2 else sys.maxsize)
 
 
 class PackedWeights(NamedTuple):
@@ -161,6 +204,28 @@ class PackedLinear:
         if self.bias is not None:
             dense = dense.float() + self.bias
         return dense.to(dtype)
+
+    def prompt(self, x: torch.Tensor, dtype: torch.dtype, bits: ActivationBits) -> torch.Tensor:
+        """A prompt pass's x [M, K] (fp32 or bf16) -> [M, N] in dtype: on integer activations
+        of 8 or 16 bits (each row's result independent of the others), or by dense() for 0."""
+        if bits == 0:
+            return self.dense(x, dtype)
+        if x.dtype not in {torch.float32, torch.bfloat16}:
+            x = x.float()
+        x = x.contiguous()
+        rows, w = x.shape[0], self.weight
+        wide = self.bias is not None or dtype not in {torch.float32, torch.bfloat16}
+        out = torch.empty(rows, w.out_features, dtype=torch.float32 if wide else dtype)
+        status = self._library.qb_prompt_linear(
+            pointer(w.packed), pointer(w.scales), w.bits, pointer(x), x.dtype == torch.bfloat16,
+            pointer(out), out.dtype == torch.bfloat16, rows, w.out_features, w.in_features,
+            bits == 16, torch.get_num_threads(), self._library.qb_prompt_path(),
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("the prompt kernel could not allocate its scratch memory")
+        if self.bias is not None:
+            out = out + self.bias
+        return out.to(dtype)
 
     def rows_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] -> [M, N] on the kernel whatever M: each row computed alone (a decode

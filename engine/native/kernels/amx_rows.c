@@ -45,6 +45,14 @@ int qb_amx_enable(void) {
 #endif
 }
 
+int qb_amx_granted(void) {
+#if QB_AMX
+    return granted;
+#else
+    return 0;
+#endif
+}
+
 int qb_amx_takes(int bits, const Activations *a, int64_t batch) {
 #if QB_AMX
     /* one row alone is bound by reading the weights: VNNI does as well without the set-up */

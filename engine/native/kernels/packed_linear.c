@@ -26,10 +26,6 @@
 #include "packed_layout.h"
 #include "packed_linear.h"
 
-#if QB_VNNI
-#include <immintrin.h>
-#endif
-
 /* activation rows sharing a tile's weight registers: a decode batch of 8 reads each tile once
  * (its linears 11-12 % faster than 4 rows at a time on Zen 5; the same sums) */
 #define ROWS_AT_ONCE 8
@@ -38,8 +34,6 @@
  * multiply-adds one after the other (8 rows took the sum of both times); 16 KB ahead, the
  * linears take 0.76-0.94x the time on Zen 5 at 1-8 rows (8-bit; 4-bit 0.90-0.99x) */
 #define L2_AHEAD_BYTES 16384
-
-typedef int32_t __attribute__((may_alias)) quad_word; /* 4 activation bytes read as one */
 
 int qb_vnni(void) { return QB_VNNI; }
 
@@ -141,15 +135,6 @@ void qb_quantize(const float *x, int64_t k, int bits, Activations *a) {
     }
 }
 
-#if QB_VNNI
-/* acc + w . (the 4 activation bytes at p in every lane), the bytes read by the multiply-add
- * itself as an embedded broadcast. In asm because gcc loads the broadcast with its own
- * instruction: that made a batch of 4-8 rows' linears 1.15-1.2x slower on Zen 5. */
-static inline __m512i dpbusd_broadcast(__m512i acc, __m512i w, const quad_word *p) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*p));
-    return acc;
-}
-#endif
 
 /* One tile's 16 dot products with each of `rows` (<= ROWS_AT_ONCE) activation rows, in
  * units of each row's scale: sums[i][r] for activation row i and weight row r. */
