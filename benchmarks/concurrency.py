@@ -99,6 +99,7 @@ async def measure(args: argparse.Namespace, model: str) -> dict[str, Any]:
     settings = EngineSettings(
         model=model,
         quantization=args.quantization,
+        prompt_matmul=args.prompt_matmul,
         threads=args.threads,
         cache_enabled=False,
         prefix_cache_mb=0,  # every chat is new: nothing to reuse, nothing to skew
@@ -134,6 +135,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_arguments(parser)
     parser.add_argument("--quantization", default="auto")
+    parser.add_argument(
+        "--prompt-matmul", default="auto", choices=["auto", "int16", "int8", "bf16"]
+    )
     parser.add_argument("--threads", type=int)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--max-batch", type=int, default=8)

@@ -62,6 +62,9 @@ PARIS = "What is the capital of France?"
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default (int8)": {"quantization": "auto"},
+    "prompts int16": {"quantization": "auto", "prompt_matmul": "int16"},
+    "prompts int8": {"quantization": "auto", "prompt_matmul": "int8"},
+    "prompts bf16": {"quantization": "auto", "prompt_matmul": "bf16"},
     "int8-torch": {"quantization": "int8-torch"},
     "int8-dynamic": {"quantization": "int8-dynamic"},
     "int4": {"quantization": "int4"},

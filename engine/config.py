@@ -141,6 +141,7 @@ class EffectiveConfig:
     interop_threads: int
     fallbacks: tuple[str, ...] = ()
     servers: tuple[str, ...] = ()  # backend remote: where replies are generated
+    prompts: str = ""  # how packed weights read prompts: "int16", "bf16", ...; "" not packed
 
     def summary(self) -> str:
         """One line: model, dtype, quantisation, compile state and threads."""
@@ -149,6 +150,8 @@ class EffectiveConfig:
             return f"model {self.model} · remote inference on {where}"
         return (
             f"model {self.model} · {self.device} · {self.dtype} · {self.backend} decoder · "
-            f"quantization {self.quantization} · compile {'on' if self.compiled else 'off'} · "
+            f"quantization {self.quantization} · "
+            + (f"prompts {self.prompts} · " if self.prompts else "")
+            + f"compile {'on' if self.compiled else 'off'} · "
             f"{self.threads} threads"
         )

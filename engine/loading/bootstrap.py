@@ -78,7 +78,14 @@ class LoadedModel:
             threads=self.threads.intra_op,
             interop_threads=self.threads.inter_op,
             fallbacks=tuple(self.fallbacks),
+            prompts=self._prompts(),
         )
+
+    def _prompts(self) -> str:
+        """How the packed weights read prompts ("" where the weights are not packed)."""
+        if not isinstance(self.model, NativeDecoder) or not packed_widths(self.model):
+            return ""
+        return self.model.prompt_plan.name()
 
 
 def bootstrap(settings: EngineSettings, progress: ProgressCallback = no_progress) -> LoadedModel:
@@ -207,7 +214,6 @@ def _load_weights(  # noqa: PLR0917  (bootstrap's stage 4, one call site)
                 scheme_name = scheme
             if scheme in {"int8", "int4"}:  # the packed kernels' prompt path
                 decoder.prompt_plan = prompt_plan(settings.prompt_matmul)
-                scheme_name += f", prompts {decoder.prompt_plan.name()}"
             where = ", mapped from the packed cache" if kept else ""
             stage.done = f"loaded weights ({scheme_name}, native decoder{where})"
         return decoder, "native", scheme_name

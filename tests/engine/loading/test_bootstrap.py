@@ -48,6 +48,7 @@ async def test_effective_config_reports_what_runs(engine: Engine) -> None:
     assert config.threads == torch.get_num_threads()
     summary = config.summary()
     assert "native decoder" in summary and "quantization int8" in summary
+    assert f"prompts {engine.effective.prompts}" in summary and engine.effective.prompts
     assert "compile off" in summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -146,3 +147,21 @@ def test_limiting_onednn_below_amx_hides_amx_from_our_kernels_too(
     assert cpu_flags() == every
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # as a Zen 4 or 5 runs
     assert cpu_flags() == every - AMX_FLAGS
+
+
+def test_a_decoder_reads_its_prompts_by_its_plan(tiny_model_dir: Path) -> None:
+    from tests.engine.native.test_native_decoder import IDS, native
+
+    decoder = native(tiny_model_dir, "int8", torch.bfloat16)
+    logits = {}
+    with torch.inference_mode():
+        for plan in (PromptPlan(0, 0), PromptPlan(16, sys.maxsize), PromptPlan(8, sys.maxsize)):
+            decoder.prompt_plan = plan
+            logits[plan.bits] = decoder.forward(IDS, decoder.new_cache(64))
+        decoder.prompt_plan = PromptPlan(16, len(IDS))  # this prompt is too long for it
+        too_long = decoder.forward(IDS, decoder.new_cache(64))
+    assert torch.equal(too_long, logits[0])  # read on bf16
+    assert not torch.equal(logits[16], logits[0])  # the integer path ran
+    bf16_error = (logits[0] - logits[16]).abs().max()
+    assert bf16_error < 0.05 * logits[0].abs().max()
+    assert (logits[8] - logits[0]).abs().max() > bf16_error  # 8 bits stray further
