@@ -3,17 +3,19 @@
  * (a = da * code, da = the block's largest |x| / 127, code in [-127, 127]), or, `precise`,
  * to 15 bits (da = largest |x| / 16383), split as code = 128 * high + low (high signed, low
  * in [0, 127]) so that each half is one int8 product, as the decode kernel's rows are.
- * 8 bits are twice as fast; on SmolLM2 they flipped the near-tie that decides the answer to
+ * 8 bits are ~1.5x as fast; on SmolLM2 they flipped the near-tie that decides the answer to
  * "What is the capital of France?" (benchmarks/fidelity.py), 15 bits did not.
  *
  * Why: a prompt pass is many rows through the same weights, bound by multiply-adds rather
  * than by reading the weights. torch's bf16 GEMM needs the weights de-quantised to bf16 for
- * every pass and does 2 products per 32-bit lane; an int8 dot product does 4 (vpdpbusd), and
- * AMX's int8 tile multiply (tdpbsud) twice a bf16 one's, straight from the packed bytes.
+ * every pass and does 2 products per 32-bit lane; an int8 dot product does 4 (vpdpbusd),
+ * straight from the packed bytes. AMX's int8 tiles (amx_prompt.c) take a block for 16 rows
+ * at once, but a block of 32 is half a tile's depth and every block's sums must leave the
+ * tile to be scaled: there torch's bf16 tiles win from ~64 rows on (packed_linear.py).
  *
  * Per block b of row i and weight row n the int32 sum is exact; it meets the scales as
- *   8 bits: acc = fma(float(dot - 128 * asum), da * dw, acc)   (codes stored as code + 128)
- *   4 bits: acc = fma(float(dot), da * dw, acc); acc = fma(m, da * asum, acc)
+ *   8-bit weights: acc = fma(float(dot - 128 * asum), da * dw, acc)   (codes stored as code + 128)
+ *   4-bit weights: acc = fma(float(dot), da * dw, acc); acc = fma(m, da * asum, acc)
  * in block order, in every path (AMX, AVX-512 VNNI, plain C), so the three agree to the bit
  * and a row's result never depends on which other rows share the call (a prompt read in one
  * pass or in chunks fills the cache alike).
@@ -23,21 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "packed_layout.h"
-#include "packed_linear.h"
-
-#define GROUP 16 /* activation rows taken together: an AMX tile's rows; the buffer is padded to it */
+#include "prompt_linear.h"
 #define CHUNK_BYTES (256 * 1024) /* activations a chunk of rows holds: well within L2 */
 #define VNNI_ROWS 8 /* rows sharing a block's weight registers on the VNNI path */
 
-/* Activations of all rows, quantised in blocks: row i's block b at codes + i * k + b * 32. */
-typedef struct {
-    int8_t *codes;  /* [rows, K]: the code, or its high part when precise */
-    int8_t *low;    /* [rows, K]: the low part when precise, else NULL */
-    float *scales;  /* [rows, K / 32]: da */
-    int32_t *sums;  /* [rows, K / 32]: the sum of the block's codes */
-    float *moments; /* [rows, K / 32]: da * sum (the 4-bit minimum's factor) */
-} BlockActivations;
 
 #if !QB_VNNI
 static float input_at(const void *x, int bf16, int64_t i) {
@@ -151,29 +142,6 @@ static void tile_group_plain(const uint8_t *codes, const uint16_t *scales, int b
 }
 
 #if QB_VNNI
-/* A block's weights in 8 registers: quad q of all 16 rows in register q (4-bit codes split). */
-static inline void load_block(const uint8_t *block, int bits, __m512i w[QUADS]) {
-    if (bits == 8) {
-        for (int q = 0; q < QUADS; q++) w[q] = _mm512_loadu_si512(block + q * 64);
-        return;
-    }
-    const __m512i nibble = _mm512_set1_epi8(15);
-    for (int q = 0; q < 4; q++) {
-        const __m512i both = _mm512_loadu_si512(block + q * 64);
-        w[q] = _mm512_and_si512(both, nibble);
-        w[q + 4] = _mm512_and_si512(_mm512_srli_epi16(both, 4), nibble);
-    }
-}
-
-/* acc + a block's int32 sums of 16 weight rows with activation row `at`, scaled. */
-static inline __m512 scale_block(__m512 acc, __m512i dots, __m512 d, __m512 m, int bits, const BlockActivations *a,
-                                 int64_t at) {
-    if (bits == 8) dots = _mm512_sub_epi32(dots, _mm512_set1_epi32(128 * a->sums[at]));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), _mm512_mul_ps(_mm512_set1_ps(a->scales[at]), d), acc);
-    if (bits == 4) acc = _mm512_fmadd_ps(m, _mm512_set1_ps(a->moments[at]), acc);
-    return acc;
-}
-
 /* The AVX-512 VNNI path: VNNI_ROWS rows at a time share each block's weight registers. */
 static void tile_group_vnni(const uint8_t *codes, const uint16_t *scales, int bits, const BlockActivations *a,
                             int64_t first, int64_t rows, int64_t k, float out[GROUP][TILE]) {
@@ -213,68 +181,6 @@ static void tile_group_vnni(const uint8_t *codes, const uint16_t *scales, int bi
 }
 #endif
 
-#if QB_AMX
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t bytes_per_row[16];
-    uint8_t rows[16];
-} PromptTileConfig;
-
-/* Tiles: 0 the sums (16 x 16 int32), 1 the activations (16 rows x a block), 2 the weights
- * (8 quads x 16 rows x 4 bytes: the packed block as it is); 3 and 4 the low parts' sums
- * and activations when precise. */
-static void amx_configure(void) {
-    PromptTileConfig config;
-    memset(&config, 0, sizeof config);
-    config.palette = 1;
-    config.rows[0] = GROUP; config.bytes_per_row[0] = TILE * 4;
-    config.rows[1] = GROUP; config.bytes_per_row[1] = BLOCK;
-    config.rows[2] = QUADS; config.bytes_per_row[2] = TILE * 4;
-    config.rows[3] = GROUP; config.bytes_per_row[3] = TILE * 4;
-    config.rows[4] = GROUP; config.bytes_per_row[4] = BLOCK;
-    __asm__ volatile("" : : "r"(&config) : "memory"); /* see qb_amx_begin */
-    _tile_loadconfig(&config);
-}
-
-/* The AMX path: a whole group of 16 rows per tile multiply. */
-static void tile_group_amx(const uint8_t *codes, const uint16_t *scales, int bits, const BlockActivations *a,
-                           int64_t first, int64_t rows, int64_t k, float out[GROUP][TILE]) {
-    const int64_t blocks = k / BLOCK, bytes = block_bytes(bits), words = block_words(bits);
-    int32_t sums[GROUP][TILE], low_sums[GROUP][TILE];
-    uint8_t unpacked[QUADS * 64]; /* a 4-bit block as bytes, in the tile's layout */
-    __m512 acc[GROUP];
-    for (int i = 0; i < GROUP; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < blocks; b++) {
-        const uint8_t *block = codes + b * bytes;
-        if (bits == 4) {
-            __m512i w[QUADS];
-            load_block(block, bits, w);
-            for (int q = 0; q < QUADS; q++) _mm512_storeu_si512(unpacked + q * 64, w[q]);
-            block = unpacked;
-        }
-        _tile_zero(0);
-        _tile_loadd(1, a->codes + first * k + b * BLOCK, k);
-        _tile_loadd(2, block, TILE * 4);
-        _tile_dpbsud(0, 1, 2);
-        _tile_stored(0, sums, TILE * 4);
-        if (a->low) {
-            _tile_zero(3);
-            _tile_loadd(4, a->low + first * k + b * BLOCK, k);
-            _tile_dpbsud(3, 4, 2);
-            _tile_stored(3, low_sums, TILE * 4);
-        }
-        const uint16_t *s = scales + b * words;
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s));
-        const __m512 m = bits == 4 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(s + TILE))) : d;
-        for (int i = 0; i < GROUP; i++) {
-            __m512i dots = _mm512_loadu_si512(sums[i]);
-            if (a->low) dots = _mm512_add_epi32(_mm512_slli_epi32(dots, 7), _mm512_loadu_si512(low_sums[i]));
-            acc[i] = scale_block(acc[i], dots, d, m, bits, a, (first + i) * blocks + b);
-        }
-    }
-    for (int64_t i = 0; i < rows; i++) _mm512_storeu_ps(out[i], acc[i]);
-}
-#endif
 
 /* 2: AMX, 1: AVX-512 VNNI, 0: plain C; what qb_prompt_linear takes by default here. */
 int qb_prompt_path(void) {
@@ -306,7 +212,7 @@ int qb_prompt_linear(const uint8_t *packed, const uint16_t *packed_scales, int b
     {
         quantize_rows(x, x_bf16, m, k, &a); /* its omp for ends on a barrier */
 #if QB_AMX
-        if (path == 2) amx_configure();
+        if (path == 2) qb_prompt_amx_configure();
 #endif
         /* Rows a chunk at a time, so a chunk's activations stay in L2 while every tile of
          * weights meets them (tile by tile over all rows re-read them from memory: a
@@ -321,7 +227,7 @@ int qb_prompt_linear(const uint8_t *packed, const uint16_t *packed_scales, int b
                     const int64_t rows = stop - first < GROUP ? stop - first : GROUP;
                     float out[GROUP][TILE];
 #if QB_AMX
-                    if (path == 2) tile_group_amx(codes, scales, bits, &a, first, rows, k, out);
+                    if (path == 2) qb_prompt_amx_group(codes, scales, bits, &a, first, rows, k, out);
                     else
 #endif
 #if QB_VNNI
