@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,14 @@ EXIT_WORDS = {"/exit", "/quit", "/bye"}
 ReadLine = Callable[[], Awaitable[str]]
 
 
+def terminal_language() -> str | None:
+    """The terminal's language as POSIX orders the variables (LC_ALL, LC_MESSAGES, LANG)."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if value := os.environ.get(name):
+            return value
+    return None
+
+
 class ConsoleChat:
     """Renders reply events as plain text: the reply streams to `out`, notes go to `err`."""
 
@@ -29,6 +38,7 @@ class ConsoleChat:
         self._out = out
         self._err = err
         self._user = getpass.getuser()
+        self._language = terminal_language()
 
     async def ask(self, text: str, keep_history: bool = True) -> bool:
         """Send one message and print the reply; False when it was refused or failed."""
@@ -40,14 +50,16 @@ class ConsoleChat:
             text=text,
             is_private=True,
             keep_history=keep_history,
+            language=self._language,
         )
+        t = self._service.translator(message)
         streamed = ""
         ok = True
         async for event in self._service.handle(message):
             if isinstance(event, QueuePosition):
-                self._note(f"(queued, {event.ahead} ahead)")
+                self._note(f"({formatting.queued(t, event.ahead, event.wait_s)})")
             elif isinstance(event, Reading):
-                self._note(f"({formatting.reading(event.tokens)})")
+                self._note(f"({formatting.reading(t, event.tokens)})")
             elif isinstance(event, ReplyText):
                 streamed += event.text
                 self._write(event.text)

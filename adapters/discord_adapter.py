@@ -11,11 +11,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from adapters.discord_messages import PLATFORM, addresses_bot, has_admin_role, to_incoming
+from adapters.discord_messages import (
+    PLATFORM,
+    addresses_bot,
+    has_admin_role,
+    message_language,
+    to_incoming,
+)
 from adapters.discord_render import NO_PINGS, DiscordReplyRenderer
 from adapters.discord_replay import chat_key, message_key, replay_pending
 from adapters.shutdown import finish_or_cancel
-from bot.commands import COMMANDS
+from bot import formatting
+from bot.commands import command_descriptions
+from bot.i18n import DEFAULT_LANGUAGE, language_of, translator
 from bot.inbox import Journal
 from bot.messages import IncomingMessage, Notice
 from bot.service import ChatService
@@ -23,8 +31,24 @@ from bot.settings import DiscordSettings
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on my side. Please try again."
 SLASH_COMMANDS = ("help", "reset", "stats")
+
+
+class CatalogTranslator(app_commands.Translator):
+    """Slash commands' descriptions in every language with a catalog, through discord.py's
+    own localisation (Discord shows each user the one for their client's language)."""
+
+    async def translate(
+        self,
+        string: app_commands.locale_str,
+        locale: discord.Locale,
+        context: app_commands.TranslationContextTypes,
+    ) -> str | None:
+        """The catalog's text for this locale, or None (Discord then shows the English)."""
+        language = language_of(locale.value)
+        if language is None or language == DEFAULT_LANGUAGE:
+            return None
+        return translator(language).gettext(string.message)
 
 
 class QwenDiscordBot(commands.Bot):
@@ -53,6 +77,7 @@ class QwenDiscordBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         """Register the slash commands and sync them (one server: instant; global: slow)."""
+        await self.tree.set_translator(CatalogTranslator())
         for name in SLASH_COMMANDS:
             self.tree.add_command(self._slash_command(name))
         self.tree.error(self._on_app_command_error)  # the one handler for slash commands
@@ -78,7 +103,10 @@ class QwenDiscordBot(commands.Bot):
         async def callback(interaction: discord.Interaction) -> None:
             await self._answer_command(interaction, name)
 
-        return app_commands.Command(name=name, description=COMMANDS[name], callback=callback)
+        english = command_descriptions(translator(DEFAULT_LANGUAGE))[name]
+        return app_commands.Command(
+            name=name, description=app_commands.locale_str(english), callback=callback
+        )
 
     async def _answer_command(self, interaction: discord.Interaction, name: str) -> None:
         """Slash commands answer privately (ephemeral), so channels stay clean."""
@@ -92,10 +120,12 @@ class QwenDiscordBot(commands.Bot):
             is_private=interaction.guild is None,
             mentions_bot=True,
             platform_admin=has_admin_role(interaction.user, self._settings.admin_role_ids),
+            language=interaction.locale.value,  # the user's own client language
         )
         texts = [e.text async for e in self._service.handle(incoming) if isinstance(e, Notice)]
+        apology = formatting.apology(self._service.translator(incoming))
         await interaction.response.send_message(
-            "\n".join(texts) or APOLOGY, ephemeral=True, allowed_mentions=NO_PINGS
+            "\n".join(texts) or apology, ephemeral=True, allowed_mentions=NO_PINGS
         )
 
     async def on_message(self, message: discord.Message) -> None:
@@ -127,6 +157,7 @@ class QwenDiscordBot(commands.Bot):
                 message,
                 interval_s=self._settings.edit_interval_s,
                 on_posted=lambda posted: self._inbox.posted(key, posted),
+                translator=self._service.translator(incoming),
             )
             await renderer.render(self._service.handle(incoming))
         except Exception:
@@ -158,18 +189,20 @@ class QwenDiscordBot(commands.Bot):
         log.exception("discord event %s failed", event_method)
         message = args[0] if args and isinstance(args[0], discord.Message) else None
         if message is not None:
+            apology = formatting.apology(self._service.translator_for(message_language(message)))
             with contextlib.suppress(discord.HTTPException):
-                await message.channel.send(APOLOGY, allowed_mentions=NO_PINGS)
+                await message.channel.send(apology, allowed_mentions=NO_PINGS)
 
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         log.error("slash command failed: %s", error, exc_info=error)
+        apology = formatting.apology(self._service.translator_for(interaction.locale.value))
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
-                await interaction.followup.send(APOLOGY, ephemeral=True)
+                await interaction.followup.send(apology, ephemeral=True)
             else:
-                await interaction.response.send_message(APOLOGY, ephemeral=True)
+                await interaction.response.send_message(apology, ephemeral=True)
 
 
 class ShardedQwenDiscordBot(QwenDiscordBot, commands.AutoShardedBot):

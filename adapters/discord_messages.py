@@ -87,4 +87,11 @@ async def to_incoming(
         reply_to=chain[-1] if chain else None,
         reply_chain=chain,
         platform_admin=has_admin_role(message.author, admin_roles),
+        language=message_language(message),
     )
+
+
+def message_language(message: discord.Message) -> str | None:
+    """A message carries no language of its own: its server's preferred locale (set by
+    the server's admins); None in DMs."""
+    return message.guild.preferred_locale.value if message.guild is not None else None

@@ -18,6 +18,7 @@ from typing import Any
 import discord
 
 from bot import formatting
+from bot.i18n import Translator, translator_for
 from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message
 
@@ -49,8 +50,10 @@ class DiscordReplyRenderer:
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
         on_posted: Callable[[int], None] | None = None,
+        translator: Translator | None = None,
     ) -> None:
         self._source = source
+        self._t = translator or translator_for(None)  # statuses in the asker's language
         self._on_posted = on_posted  # told each message id posted, as soon as it is posted
         self._interval = interval_s
         self._clock = clock
@@ -77,9 +80,9 @@ class DiscordReplyRenderer:
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
-            await self._status(formatting.queued(event.ahead, event.wait_s))
+            await self._status(formatting.queued(self._t, event.ahead, event.wait_s))
         elif isinstance(event, Reading):
-            await self._status(formatting.reading(event.tokens))
+            await self._status(formatting.reading(self._t, event.tokens))
         elif isinstance(event, ReplyText):
             self._text += event.text
             if self._clock() - self._last_update >= self._interval:

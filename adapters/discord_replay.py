@@ -88,7 +88,9 @@ async def _replay_channel(
             if service.expects_answer(incoming):
                 with contextlib.suppress(discord.HTTPException):
                     await message.reply(
-                        formatting.RESTARTED, mention_author=False, allowed_mentions=NO_PINGS
+                        formatting.restarted(service.translator(incoming)),
+                        mention_author=False,
+                        allowed_mentions=NO_PINGS,
                     )
         log.info("message from %.0f s ago was too old to answer now", entry.age_s)
         inbox.done(entry.key)

@@ -23,15 +23,13 @@ from adapters.shutdown import finish_or_cancel
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
-from bot.commands import COMMANDS
+from bot.commands import COMMANDS, command_descriptions
+from bot.i18n import DEFAULT_LANGUAGE, Translator, available_languages, translator
 from bot.inbox import Journal, Replay
 from bot.service import ChatService
 from bot.settings import TelegramSettings
 
 log = logging.getLogger(__name__)
-
-TEXT_ONLY = "I read text only: send me your question as a message (or as a caption)."
-APOLOGY = "Sorry, something went wrong on my side. Please try again."
 
 
 class TelegramAdapter:
@@ -79,14 +77,23 @@ class TelegramAdapter:
         application.add_error_handler(self._on_error)
         return application
 
+    async def _set_command_menus(self) -> None:
+        """The command menu in English for everyone, and in each catalog's language for
+        users whose Telegram app is set to it."""
+        bot = self.application.bot
+        for language in available_languages():
+            descriptions = command_descriptions(translator(language))
+            await bot.set_my_commands(
+                [BotCommand(name, descriptions[name]) for name in COMMANDS],
+                language_code=None if language == DEFAULT_LANGUAGE else language,
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down cleanly."""
         app = self.application
         async with app:  # initialize() ... shutdown()
             self._queue.bot_id = app.bot.id  # known now (getMe); no update has arrived yet
-            await app.bot.set_my_commands(
-                [BotCommand(name, text) for name, text in COMMANDS.items()]
-            )
+            await self._set_command_menus()
             await app.start()
             sweeping = None
             try:
@@ -160,8 +167,10 @@ class TelegramAdapter:
                 and message is not None
                 and self._service.expects_answer(to_incoming(message, bot.bot))
             ):
+                incoming = to_incoming(message, bot.bot)
                 with contextlib.suppress(TelegramError):
-                    await message.reply_text(formatting.RESTARTED, do_quote=True)
+                    t = self._service.translator(incoming)
+                    await message.reply_text(formatting.restarted(t), do_quote=True)
             log.info("update from %.0f s ago was too old to answer now", entry.age_s)
             self._inbox.done(entry.key)
         if replayed:
@@ -189,6 +198,7 @@ class TelegramAdapter:
             if incoming.is_private
             else self._settings.group_edit_interval_s,
             on_posted=lambda message_id: self._inbox.posted(key, message_id),
+            translator=self._service.translator(incoming),
         )
         task = asyncio.current_task()
         if task is not None:
@@ -204,7 +214,8 @@ class TelegramAdapter:
         """Stickers, photos without a caption, voice: in private chats say what works."""
         chat = update.effective_chat
         if chat is not None and chat.type == ChatType.PRIVATE:
-            await context.bot.send_message(chat.id, TEXT_ONLY)
+            text_only = formatting.text_only(self._user_language(update))
+            await context.bot.send_message(chat.id, text_only)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The one place unexpected errors end: logged with the update id, user gets an apology."""
@@ -216,5 +227,11 @@ class TelegramAdapter:
         if chat is None:
             return
         topic = message.message_thread_id if message and message.is_topic_message else None
+        apology = formatting.apology(self._user_language(update))
         with contextlib.suppress(TelegramError):
-            await context.bot.send_message(chat.id, APOLOGY, message_thread_id=topic)
+            await context.bot.send_message(chat.id, apology, message_thread_id=topic)
+
+    def _user_language(self, update: Update) -> Translator:
+        """The language to tell this update's sender something in."""
+        user = update.effective_user
+        return self._service.translator_for(user.language_code if user else None)

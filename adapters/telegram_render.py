@@ -23,6 +23,7 @@ from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.telegram_format import markdown_to_html
 from bot import formatting
+from bot.i18n import Translator, translator_for
 from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message, utf16_length
 
@@ -71,8 +72,10 @@ class TelegramReplyRenderer:
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
         on_posted: Callable[[int], None] | None = None,
+        translator: Translator | None = None,
     ) -> None:
         self._bot = bot
+        self._t = translator or translator_for(None)  # statuses in the asker's language
         self._on_posted = on_posted  # told each message id sent, as soon as it is sent
         self._target = target
         self._drafts = use_drafts and target.private
@@ -101,9 +104,9 @@ class TelegramReplyRenderer:
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
-            await self._status(formatting.queued(event.ahead, event.wait_s))
+            await self._status(formatting.queued(self._t, event.ahead, event.wait_s))
         elif isinstance(event, Reading):
-            await self._status(formatting.reading(event.tokens))
+            await self._status(formatting.reading(self._t, event.tokens))
         elif isinstance(event, ReplyText):
             self._text_started.set()
             self._text += event.text

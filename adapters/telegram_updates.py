@@ -75,6 +75,7 @@ def to_incoming(message: Message, bot: User) -> IncomingMessage:
         mentions_bot=mentioned,
         reply_to=_reply_context(message, bot),
         thread_id=message.message_thread_id if message.is_topic_message else None,
+        language=user.language_code if user else None,
     )
 
 

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# name -> the one-line description shown in the platform's command menu
-COMMANDS = {
-    "ask": "ask me something (in groups: /ask@me your question)",
-    "reset": "forget our conversation in this chat",
-    "stats": "speed and load figures (admins only)",
-    "help": "what I can do",
-    "start": "say hello",
-}
+from bot.i18n import Translator
 
-HELP_TEXT = (
-    "I'm a chatbot running my own language model on this server. "
-    "Write to me and I'll answer; in groups, mention me, reply to my message, "
-    "or use /ask.\n"
-    "/reset — forget our conversation in this chat\n"
-    "/stats — speed and load figures (admins only)\n"
-    "/help — this text"
-)
-START_TEXT = "Hello! " + HELP_TEXT
+COMMANDS = ("ask", "reset", "stats", "help", "start")  # the commands this bot answers
+
+
+def command_descriptions(t: Translator) -> dict[str, str]:
+    """name -> the one-line description shown in the platform's command menu."""
+    return {
+        "ask": t.gettext("ask me something (in groups: /ask@me your question)"),
+        "reset": t.gettext("forget our conversation in this chat"),
+        "stats": t.gettext("speed and load figures (admins only)"),
+        "help": t.gettext("what I can do"),
+        "start": t.gettext("say hello"),
+    }
+
+
+def help_text(t: Translator) -> str:
+    """The answer to /help (and to commands the bot does not know)."""
+    return t.gettext(
+        "I'm a chatbot running my own language model on this server. "
+        "Write to me and I'll answer; in groups, mention me, reply to my message, "
+        "or use /ask.\n"
+        "/reset — forget our conversation in this chat\n"
+        "/stats — speed and load figures (admins only)\n"
+        "/help — this text"
+    )
+
+
+def start_text(t: Translator) -> str:
+    """The answer to /start: a greeting, then the help."""
+    return t.gettext("Hello!") + " " + help_text(t)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ class IncomingMessage:
     # it is this message's context instead of the chat's stored history.
     reply_chain: tuple[ReplyContext, ...] = ()
     platform_admin: bool = False  # the platform vouches for admin rights (e.g. a Discord role)
+    language: str | None = None  # the sender's language tag as the platform gives it ("vi-VN")
 
     @property
     def conversation_key(self) -> str:

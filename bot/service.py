@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from bot import formatting
 from bot.access import Access, AccessPolicy, Limiter, RateLimiter
-from bot.commands import COMMANDS, HELP_TEXT, START_TEXT, Command, parse_command
+from bot.commands import COMMANDS, Command, help_text, parse_command, start_text
 from bot.history import ConversationHistory, trim_to_budget
+from bot.i18n import Translator, translator_for
 from bot.messages import (
     IncomingMessage,
     Notice,
@@ -26,6 +27,7 @@ from bot.request_counts import ANSWERED, RequestCounts
 from bot.settings import BotSettings
 from bot.state.conversation_locks import ConversationLocks, LocalLocks
 from bot.state.redis_link import SharedStateStatus
+from bot.stats_report import shared_state_line, stats_text
 from engine import (
     ChatTurn,
     Engine,
@@ -125,6 +127,14 @@ class ChatService:
         """What runs, in one line (model, backend, quantisation, threads)."""
         return self._engine.effective.summary()
 
+    def translator(self, message: IncomingMessage) -> Translator:
+        """The language to answer this message's sender in (BOT__LANGUAGE, else theirs)."""
+        return self.translator_for(message.language)
+
+    def translator_for(self, language: str | None) -> Translator:
+        """The language for a platform's language tag (BOT__LANGUAGE, when set, wins)."""
+        return translator_for(language, self._settings.language)
+
     def expects_answer(self, message: IncomingMessage) -> bool:
         """Whether the bot would reply to this message at all (rate limits aside): an
         allowed user, addressing the bot or running one of its commands."""
@@ -141,12 +151,13 @@ class ChatService:
         command = parse_command(text)
         if not message.addressed_to_bot and not _ours(command):
             return
+        t = self.translator(message)
         if access is Access.NOT_ALLOWED:
             if message.is_private:
-                yield Notice(formatting.NOT_ALLOWED, is_error=True)
+                yield Notice(formatting.not_allowed(t), is_error=True)
             return
         if command is not None and command.name != "ask":
-            yield Notice(self._run_command(command, message))
+            yield Notice(self._run_command(t, command, message))
             return
         if command is not None:  # `/ask question`: how groups address a bot by command
             text = command.args
@@ -157,14 +168,14 @@ class ChatService:
             # One notice per flood: every reply would count against the platform's limits
             # for the whole bot, and the user knows after the first.
             if self._limiter.first_refusal(user, wait):
-                yield Notice(formatting.slow_down(wait), is_error=True)
+                yield Notice(formatting.slow_down(t, wait), is_error=True)
             else:
                 log.debug("rate limited %s again; no second notice", user)
             return
         if not text:
-            yield Notice(formatting.EMPTY_MESSAGE)
+            yield Notice(formatting.empty_message(t))
             return
-        async for event in self._answer(message, text):
+        async for event in self._answer(t, message, text):
             yield event
 
     def _input_limit(self, system: ChatTurn) -> int:
@@ -173,33 +184,33 @@ class ChatService:
         overhead = self._engine.count_tokens([system, ChatTurn("user", "")])
         return max(1, min(self._settings.max_input_tokens, self._engine.prompt_limit() - overhead))
 
-    def _run_command(self, command: Command, message: IncomingMessage) -> str:
+    def _run_command(self, t: Translator, command: Command, message: IncomingMessage) -> str:
         if command.name == "start":
-            return START_TEXT
+            return start_text(t)
         if command.name == "reset":
             self._history.clear(message.conversation_key)
             self._engine.forget(message.conversation_key)
-            return formatting.HISTORY_CLEARED
+            return formatting.history_cleared(t)
         if command.name == "stats":
             if not self._access.is_admin(message):
-                return formatting.ADMIN_ONLY
+                return formatting.admin_only(t)
             state = self.state_status()
-            extra = [formatting.shared_state_line(state)] if state is not None else []
-            return formatting.stats_text(self._engine.snapshot(), extra)
-        return HELP_TEXT  # /help and unknown commands: help, never a model call
+            extra = [shared_state_line(t, state)] if state is not None else []
+            return stats_text(t, self._engine.snapshot(), extra)
+        return help_text(t)  # /help and unknown commands: help, never a model call
 
     async def _answer(
-        self, message: IncomingMessage, text: str
+        self, t: Translator, message: IncomingMessage, text: str
     ) -> AsyncGenerator[ReplyEvent, None]:
         system = ChatTurn("system", self._settings.system_prompt)
         try:
             tokens = self._engine.count_text_tokens(text)
             limit = self._input_limit(system)
         except EngineError as error:
-            yield Notice(formatting.error_text(error), is_error=True)
+            yield Notice(formatting.error_text(t, error), is_error=True)
             return
         if tokens > limit:
-            yield Notice(formatting.input_too_long(tokens, limit, len(text)), is_error=True)
+            yield Notice(formatting.input_too_long(t, tokens, limit, len(text)), is_error=True)
             return
         key = message.conversation_key
         async with self._locks.hold(key):
@@ -232,11 +243,11 @@ class ChatService:
                             # A reply chain carries its own context; the chat's stays as it was.
                             keep = message.keep_history and not message.reply_chain
                             self.requests.record(message.platform, ANSWERED)
-                            yield self._finish(key if keep else None, [*turns, user], event)
+                            yield self._finish(t, key if keep else None, [*turns, user], event)
             except EngineError as error:
                 self.requests.record(message.platform, error.kind)
                 log.info("reply failed (%s) in %s", error.kind, message.platform)
-                yield Notice(formatting.error_text(error), is_error=True)
+                yield Notice(formatting.error_text(t, error), is_error=True)
 
     async def converse(
         self, owner: str, turns: Sequence[tuple[str, str]], options: ReplyOptions
@@ -274,11 +285,14 @@ class ChatService:
         """The engine's counters as of now (what /stats shows)."""
         return self._engine.snapshot()
 
-    def _finish(self, key: str | None, turns: list[ChatTurn], finished: Finished) -> ReplyDone:
-        footer = formatting.footer(finished.stats) if self._settings.speed_footer else None
+    def _finish(
+        self, t: Translator, key: str | None, turns: list[ChatTurn], finished: Finished
+    ) -> ReplyDone:
+        footer = formatting.footer(t, finished.stats) if self._settings.speed_footer else None
         text = finished.text.strip()
         if not text:
-            return ReplyDone(formatting.EMPTY_REPLY, footer, finished.stats, finished.finish_reason)
+            empty = formatting.empty_reply(t)
+            return ReplyDone(empty, footer, finished.stats, finished.finish_reason)
         if key is not None and finished.finish_reason != "cancelled":
             # Stored as generated (whitespace too, which the chat does not show): the next
             # prompt repeats the tokens the engine kept state for; only the new message is read.

@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.i18n import available_languages, language_of
 from engine import EngineSettings, default_data_dir
 
 IdSet = Annotated[frozenset[int], NoDecode]
@@ -65,6 +66,17 @@ class BotSettings(BaseModel):
     rate_limit_per_minute: float = Field(6.0, gt=0, description="messages per user per minute")
     rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
     speed_footer: bool = True
+    language: str | None = Field(
+        None, description="answer everyone in this language (en, vi); unset: each user's own"
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is not None and language_of(value) is None:
+            known = ", ".join(available_languages())
+            raise ValueError(f"no texts in {value!r}; the bot speaks {known}")
+        return value
 
     @field_validator("history_dir", "inbox_dir")
     @classmethod

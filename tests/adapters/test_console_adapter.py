@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from adapters.console_adapter import ConsoleChat
-from bot.formatting import HISTORY_CLEARED
+from bot.formatting import history_cleared
 from bot.history import HistoryStore
+from bot.i18n import translator
 from bot.service import ChatService
 from bot.settings import BotSettings
 from engine.config import EngineSettings
@@ -65,7 +66,7 @@ async def test_interactive_session_resets_shows_stats_and_exits_on_ctrl_d(
     code = await chat.run_interactive(lines("Hello\n", "\n", "/reset\n", "/stats\n"))
     assert code == 0
     text = out.getvalue()
-    assert "⚡" in text and HISTORY_CLEARED in text
+    assert "⚡" in text and history_cleared(translator("en")) in text
     assert "Requests 1" in text  # the console user is the operator, so /stats is shown
 
 

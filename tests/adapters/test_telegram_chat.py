@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from bot.formatting import ADMIN_ONLY
+from bot.formatting import admin_only
+from bot.i18n import translator
 from tests.adapters.conftest import StartBot
 from tests.support.fake_telegram import BOT_USER, FakeBotAPI
 
@@ -93,7 +94,7 @@ async def test_stats_for_admins_only(start_bot: StartBot, fake_api: FakeBotAPI) 
     fake_api.message("/stats", chat_id=77, user_id=77)
     refused = await fake_api.wait_for(lambda: fake_api.sent("sendMessage", 1001))
     shown = await fake_api.wait_for(lambda: fake_api.sent("sendMessage", 77))
-    assert refused[0]["text"] == ADMIN_ONLY
+    assert refused[0]["text"] == admin_only(translator("en"))
     assert "Requests" in shown[0]["text"] and "quantization" in shown[0]["text"]
 
 

@@ -7,12 +7,15 @@ import asyncio
 import copy
 import time
 
-from bot.formatting import RESTARTED
+from bot.formatting import restarted
+from bot.i18n import translator
 from engine.config import EngineSettings
 from engine.engine import Engine
 from tests.adapters.conftest import StartBot
 from tests.adapters.test_telegram_chat import GROUP, finals
 from tests.support.fake_telegram import FakeBotAPI
+
+EN_TEXTS = translator("en")
 
 
 async def test_an_update_delivered_again_after_a_restart_is_answered_once(
@@ -85,7 +88,7 @@ async def test_too_old_a_question_gets_an_apology_after_the_restart(
 
     await start_bot(bot={"replay_within_s": 0})  # everything taken before is too old
     sorry = await fake_api.wait_for(
-        lambda: [c for c in fake_api.sent("sendMessage", 1001) if c["text"] == RESTARTED]
+        lambda: [c for c in fake_api.sent("sendMessage", 1001) if c["text"] == restarted(EN_TEXTS)]
     )
     assert sorry[0]["reply_parameters"]["message_id"] == update["message"]["message_id"]
     await asyncio.sleep(0.3)

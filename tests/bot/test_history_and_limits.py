@@ -10,6 +10,7 @@ from bot.access import RateLimiter
 from bot.commands import parse_command
 from bot.formatting import footer
 from bot.history import HistoryStore, trim_to_budget
+from bot.i18n import translator
 from engine.engine import Engine
 from engine.events import ChatTurn, ReplyStats
 from tests.support.exploit import TouchOnUnpickle
@@ -153,8 +154,8 @@ def test_command_parsing() -> None:
 
 def test_footer_shapes() -> None:
     fresh = ReplyStats(30, 96, 0.213, 38.44, 2.7, 0.0, False)
-    assert footer(fresh) == "⚡ 0.21 s to first token · 38.4 tok/s · 96 tokens"
+    assert footer(translator("en"), fresh) == "⚡ 0.21 s to first token · 38.4 tok/s · 96 tokens"
     cached = ReplyStats(30, 96, 0.003, 0.0, 0.003, 0.0, True)
-    assert footer(cached) == "⚡ cached · 3 ms"
+    assert footer(translator("en"), cached) == "⚡ cached · 3 ms"
     queued = ReplyStats(30, 10, 0.2, 30.0, 5.0, 2.0, False)
-    assert footer(queued).endswith("queued 2.0 s")
+    assert footer(translator("en"), queued).endswith("queued 2.0 s")

@@ -6,8 +6,9 @@ import unicodedata
 from pathlib import Path
 
 from bot import formatting
-from bot.commands import HELP_TEXT
+from bot.commands import help_text
 from bot.history import HistoryStore
+from bot.i18n import translator
 from bot.messages import Notice, Reading, ReplyContext, ReplyDone, ReplyText
 from bot.service import ChatService
 from bot.settings import DEFAULT_SYSTEM_PROMPT, BotSettings
@@ -15,6 +16,8 @@ from engine.config import EngineSettings
 from engine.engine import Engine
 from engine.events import ChatTurn
 from tests.bot.conftest import ServiceFactory, dm, group, replies
+
+EN = translator("en")
 
 
 async def test_private_message_streams_a_reply_with_footer(make_service: ServiceFactory) -> None:
@@ -45,7 +48,7 @@ async def test_blocked_users_get_silence_and_outsiders_a_refusal(
     service = make_service(blocked_ids=frozenset({7}), allowed_user_ids=frozenset({42}))
     assert await replies(service, dm("hello", user_id=7, chat_id=7)) == []
     assert await replies(service, dm("hello", user_id=8, chat_id=8)) == [
-        Notice(formatting.NOT_ALLOWED, is_error=True)
+        Notice(formatting.not_allowed(EN), is_error=True)
     ]
     assert await replies(service, group("hello", user_id=8, mentions_bot=True)) == []
     assert isinstance((await replies(service, dm("hello")))[-1], ReplyDone)
@@ -53,10 +56,10 @@ async def test_blocked_users_get_silence_and_outsiders_a_refusal(
 
 async def test_commands_never_reach_the_model(make_service: ServiceFactory, engine: Engine) -> None:
     service = make_service(admin_ids=frozenset({1}))
-    assert await replies(service, dm("/help")) == [Notice(HELP_TEXT)]
-    assert await replies(service, dm("/frobnicate now")) == [Notice(HELP_TEXT)]
+    assert await replies(service, dm("/help")) == [Notice(help_text(EN))]
+    assert await replies(service, dm("/frobnicate now")) == [Notice(help_text(EN))]
     assert (await replies(service, dm("/start")))[0].text.startswith("Hello!")  # type: ignore[union-attr]
-    assert await replies(service, dm("/stats")) == [Notice(formatting.ADMIN_ONLY)]
+    assert await replies(service, dm("/stats")) == [Notice(formatting.admin_only(EN))]
     admin_view = await replies(service, dm("/stats", user_id=1, chat_id=1))
     assert isinstance(admin_view[0], Notice) and "Requests" in admin_view[0].text
     assert "quantization" in admin_view[0].text
@@ -67,7 +70,7 @@ async def test_group_commands_for_another_bot_are_ignored(make_service: ServiceF
     service = make_service()
     assert await replies(service, group("/help@other_bot")) == []
     assert await replies(service, group("/weather")) == []  # some other bot's command
-    assert await replies(service, group("/help")) == [Notice(HELP_TEXT)]
+    assert await replies(service, group("/help")) == [Notice(help_text(EN))]
 
 
 async def test_history_is_kept_then_reset(make_service: ServiceFactory, engine: Engine) -> None:
@@ -79,7 +82,7 @@ async def test_history_is_kept_then_reset(make_service: ServiceFactory, engine: 
     second = await replies(service, dm("What is my name?"))
     assert isinstance(second[-1], ReplyDone)
     assert second[-1].stats.prompt_tokens > fresh_prompt
-    assert await replies(service, dm("/reset")) == [Notice(formatting.HISTORY_CLEARED)]
+    assert await replies(service, dm("/reset")) == [Notice(formatting.history_cleared(EN))]
     third = await replies(service, dm("What is my name?"))
     assert isinstance(third[-1], ReplyDone) and third[-1].stats.prompt_tokens == fresh_prompt
 
@@ -180,7 +183,7 @@ async def test_ask_command_asks_the_model(make_service: ServiceFactory) -> None:
     asked = await replies(service, group("/ask@qwen_bot what is up?", mentions_bot=True))
     assert isinstance(asked[-1], ReplyDone)
     assert await replies(service, group("/ask@other_bot what is up?")) == []
-    assert await replies(service, dm("/ask")) == [Notice(formatting.EMPTY_MESSAGE)]
+    assert await replies(service, dm("/ask")) == [Notice(formatting.empty_message(EN))]
 
 
 async def test_reply_chain_is_the_context_and_leaves_stored_history_alone(

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.formatting import shared_state_line
+from bot.i18n import translator
 from bot.inbox import InboxEntry, Journal, Replay
 from bot.settings import BotSettings, Settings, StateSettings
 from bot.state.open_state import BotState, open_state
+from bot.stats_report import shared_state_line
 from engine import CachedReply, ChatTurn, EngineSettings, ReplyCache
 from tests.support.redis_server import RedisServer
 
@@ -245,7 +246,7 @@ async def test_redis_down_the_bot_answers_without_shared_state_then_recovers(
         pass
     down = state.status()
     assert down is not None and not down.up
-    line = shared_state_line(down)
+    line = shared_state_line(translator("en"), down)
     assert "DOWN" in line and "without shared history or reply cache" in line
     assert sum("not answering" in r.getMessage() for r in caplog.records) == 1  # once
 
@@ -255,7 +256,8 @@ async def test_redis_down_the_bot_answers_without_shared_state_then_recovers(
         await asyncio.sleep(0.1)
     back = state.status()
     assert back is not None and back.up and back.where == redis_server.url
-    assert shared_state_line(back) == f"Shared state: Redis at {redis_server.url} · up"
+    up = f"Shared state: Redis at {redis_server.url} · up"
+    assert shared_state_line(translator("en"), back) == up
     assert state.history.load("telegram:1") == turns  # what it held before the outage
     assert state.reply_cache.get("r" * 64) == CachedReply("hello", 3, 1, 1.0)
     assert "is back" in caplog.text

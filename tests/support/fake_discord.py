@@ -262,6 +262,7 @@ class FakeDiscord:
         self.echo_own_messages = True  # the bot's own messages come back as gateway events
         self.interaction_deadline: float | None = 3.0
         self.disallowed_intents = 0  # privileged intents not enabled: IDENTIFY closes 4014
+        self.preferred_locale = "en-US"  # the server's language, as its admins set it
         # State.
         self.users: dict[int, dict[str, Any]] = {}
         self.members: dict[int, dict[str, Any]] = {}  # guild members by user id
@@ -511,7 +512,7 @@ class FakeDiscord:
             "premium_tier": 0,
             "premium_subscription_count": 0,
             "premium_progress_bar_enabled": False,
-            "preferred_locale": "en-US",
+            "preferred_locale": self.preferred_locale,
             "system_channel_id": str(CHANNEL_ID),
             "system_channel_flags": 0,
             "rules_channel_id": None,

@@ -111,8 +111,10 @@ class FakeBotAPI:
         reply_to: dict[str, Any] | None = None,
         entities: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
+        language: str | None = None,
     ) -> dict[str, Any]:
-        """Queue a message update from a user, as Telegram would send it."""
+        """Queue a message update from a user, as Telegram would send it (`language`: the
+        user's app language, Telegram's `language_code`)."""
         chat: dict[str, Any] = {"id": chat_id, "type": chat_type}
         if chat_type == "private":
             chat["first_name"] = "Lan"
@@ -127,6 +129,8 @@ class FakeBotAPI:
             "from": {"id": user_id, "is_bot": False, "first_name": "Lan"},
             **(extra or {}),
         }
+        if language is not None:
+            message["from"]["language_code"] = language
         if text is not None:
             message["text"] = text
         if entities:
