@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from bot.access import Access, AccessPolicy, Limiter, RateLimiter
 from bot.commands import COMMANDS, Command, help_text, parse_command, start_text
 from bot.history import ConversationHistory, trim_to_budget
 from bot.i18n import Translator, translator_for
+from bot.message_text import chain_turns, normalize_text, with_quote
 from bot.messages import (
     IncomingMessage,
     Notice,
@@ -45,30 +45,6 @@ log = logging.getLogger(__name__)
 
 # A message this long takes seconds to read (~450 tokens/s on 2 cores): say so meanwhile.
 READING_NOTICE_TOKENS = 1000
-
-
-def normalize_text(text: str) -> str:
-    """NFC: Vietnamese typed on different keyboards becomes the same characters (and tokens)."""
-    return unicodedata.normalize("NFC", text).strip()
-
-
-def with_quote(text: str, message: IncomingMessage) -> str:
-    """Prefix the replied-to message as a quote, so "what does this mean?" has its subject."""
-    if message.reply_chain:
-        return text  # the chain itself is the context
-    if message.reply_to is None or message.reply_to.from_bot or not message.reply_to.text:
-        return text  # a reply to the bot's own message is already in the history
-    quoted = "\n".join(f"> {line}" for line in normalize_text(message.reply_to.text).splitlines())
-    return f"{quoted}\n\n{text}"
-
-
-def chain_turns(message: IncomingMessage) -> list[ChatTurn]:
-    """A platform reply chain as conversation turns (the bot's messages are its own turns)."""
-    return [
-        ChatTurn("assistant" if link.from_bot else "user", normalize_text(link.text))
-        for link in message.reply_chain
-        if link.text.strip()
-    ]
 
 
 def _ours(command: Command | None) -> bool:
