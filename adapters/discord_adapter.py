@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.discord_files import with_attachments
 from adapters.discord_messages import (
     PLATFORM,
     addresses_bot,
@@ -153,6 +154,12 @@ class QwenDiscordBot(commands.Bot):
             incoming = await to_incoming(
                 message, me, self._settings.max_reply_chain, self._settings.admin_role_ids
             )
+            read = await with_attachments(message, incoming, self._service)
+            if isinstance(read, str):  # a file refused: the reason is the answer
+                await message.reply(read, mention_author=False, allowed_mentions=NO_PINGS)
+                self._inbox.done(key)  # (the else clause does not run on a return)
+                return
+            incoming = read
             renderer = DiscordReplyRenderer(
                 message,
                 interval_s=self._settings.edit_interval_s,

@@ -20,6 +20,7 @@ from telegram.ext import (
 )
 
 from adapters.shutdown import finish_or_cancel
+from adapters.telegram_files import file_url_base, with_document
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
@@ -60,6 +61,7 @@ class TelegramAdapter:
             ApplicationBuilder()
             .token(token)
             .base_url(self._settings.base_url)
+            .base_file_url(file_url_base(self._settings.base_url))
             .rate_limiter(self._rate_limiter)
             .update_queue(self._queue)
             .concurrent_updates(
@@ -69,7 +71,9 @@ class TelegramAdapter:
         )
         messages = filters.UpdateType.MESSAGE  # edited messages are not answered again
         application.add_handler(
-            MessageHandler(messages & (filters.TEXT | filters.CAPTION), self._on_text)
+            MessageHandler(
+                messages & (filters.TEXT | filters.CAPTION | filters.Document.ALL), self._on_text
+            )
         )
         application.add_handler(
             MessageHandler(messages & filters.ChatType.PRIVATE, self._on_other_private)
@@ -181,6 +185,11 @@ class TelegramAdapter:
         if message is None:
             return
         incoming = to_incoming(message, context.bot.bot)
+        if message.document is not None and self._service.expects_answer(incoming):
+            read = await with_document(context.bot, message, incoming, self._service)
+            if read is None:
+                return  # refused, and told why
+            incoming = read
         target = ReplyTarget(
             chat_id=message.chat_id,
             thread_id=incoming.thread_id,

@@ -103,6 +103,11 @@ class ChatService:
         """What runs, in one line (model, backend, quantisation, threads)."""
         return self._engine.effective.summary()
 
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest text file adapters read as a message (BOT__MAX_FILE_BYTES)."""
+        return self._settings.max_file_bytes
+
     def translator(self, message: IncomingMessage) -> Translator:
         """The language to answer this message's sender in (BOT__LANGUAGE, else theirs)."""
         return self.translator_for(message.language)

@@ -66,6 +66,9 @@ class BotSettings(BaseModel):
     rate_limit_per_minute: float = Field(6.0, gt=0, description="messages per user per minute")
     rate_limit_burst: int = Field(3, ge=1, description="messages a user may send back to back")
     speed_footer: bool = True
+    max_file_bytes: int = Field(
+        1 << 20, ge=1024, description="largest text file read as a message (a log, a script)"
+    )
     language: str | None = Field(
         None, description="answer everyone in this language (en, vi); unset: each user's own"
     )

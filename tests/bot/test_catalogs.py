@@ -12,10 +12,11 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from bot import formatting, stats_report
+from bot import formatting, stats_report, text_files
 from bot.commands import command_descriptions, help_text, start_text
 from bot.i18n import LOCALES, available_languages, language_of, translator, translator_for
 from bot.state.redis_link import SharedStateStatus
+from bot.text_files import FileRefused, TextFile
 from engine import ReplyStats, ServerStatus
 from engine.errors import EngineError, Overloaded, PromptTooLong
 
@@ -95,6 +96,10 @@ def every_text(language: str) -> list[str]:
         formatting.input_too_long(t, 20000, 12288, 60000),
         *(formatting.error_text(t, error) for error in errors),
         help_text(t), start_text(t), *command_descriptions(t).values(),
+        text_files.refusal(t, FileRefused("not_text")),
+        text_files.refusal(t, FileRefused("too_big", 5 << 20, 1 << 20)),
+        text_files.as_message(t, "", [TextFile("a.txt", "x")]),
+        text_files.as_message(t, "", [TextFile("a.txt", "x"), TextFile("b.txt", "y")]),
         stats_report.shared_state_line(t, state), stats_report.server_line(t, server),
     ]  # fmt: skip
 

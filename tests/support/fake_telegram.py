@@ -68,6 +68,7 @@ class FakeBotAPI:
         self._message_ids = itertools.count(1000)
         self._chats: dict[int, dict[str, Any]] = {}
         self._new_update = asyncio.Event()
+        self.files: dict[str, bytes] = {}  # file_id -> the bytes getFile's path serves
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -75,6 +76,7 @@ class FakeBotAPI:
         """Listen on a free loopback port."""
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -142,6 +144,28 @@ class FakeBotAPI:
             message["reply_to_message"] = reply_to
         return self.push({"message": message})
 
+    def document(
+        self,
+        data: bytes,
+        file_name: str,
+        mime_type: str | None = "text/plain",
+        caption: str | None = None,
+        **message: Any,
+    ) -> dict[str, Any]:
+        """Queue a message carrying a file (Telegram's document), its bytes served by getFile."""
+        file_id = f"doc{len(self.files) + 1}"
+        self.files[file_id] = data
+        document: dict[str, Any] = {
+            "file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": file_name,
+            "file_size": len(data),
+        }  # fmt: skip
+        if mime_type is not None:
+            document["mime_type"] = mime_type
+        extra: dict[str, Any] = {"document": document, **message.pop("extra", {})}
+        if caption is not None:
+            extra["caption"] = caption
+        return self.message(None, extra=extra, **message)
+
     def sent(self, method: str, chat_id: int | None = None, *, failed: bool = False) -> list[Call]:
         """Successful calls of one method (or, with failed=True, all attempts), to one chat."""
         return [
@@ -196,6 +220,19 @@ class FakeBotAPI:
         if failure.retry_after is not None:
             body["parameters"] = {"retry_after": failure.retry_after}
         return web.json_response(body, status=failure.status)
+
+    async def _api_getFile(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = str(params["file_id"])
+        return {
+            "file_id": file_id, "file_unique_id": f"u{file_id}",
+            "file_size": len(self.files[file_id]), "file_path": f"documents/{file_id}",
+        }  # fmt: skip
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["path"].rsplit("/", 1)[-1]
+        if file_id not in self.files:
+            return web.Response(status=404)
+        return web.Response(body=self.files[file_id])
 
     async def _api_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
         return {**BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False}
