@@ -8,20 +8,9 @@ from bot.i18n import translator
 from tests.adapters.conftest import StartBot
 from tests.adapters.discord_fixtures import StartDiscord
 from tests.support.fake_discord import BOT_ID, CHANNEL_ID, FakeDiscord
-from tests.support.fake_telegram import FakeBotAPI
+from tests.support.fake_telegram import STICKER, FakeBotAPI
 
 VI, EN = translator("vi"), translator("en")
-STICKER = {
-    "sticker": {
-        "file_id": "s",
-        "file_unique_id": "u",
-        "type": "regular",
-        "width": 1,
-        "height": 1,
-        "is_animated": False,
-        "is_video": False,
-    }
-}
 
 
 def texts(api: FakeBotAPI, chat_id: int) -> list[str]:

@@ -7,7 +7,7 @@ import itertools
 from bot.formatting import admin_only
 from bot.i18n import translator
 from tests.adapters.conftest import StartBot
-from tests.support.fake_telegram import BOT_USER, FakeBotAPI
+from tests.support.fake_telegram import BOT_USER, STICKER, FakeBotAPI
 
 GROUP = -100123
 
@@ -100,19 +100,8 @@ async def test_stats_for_admins_only(start_bot: StartBot, fake_api: FakeBotAPI) 
 
 async def test_non_text_messages(start_bot: StartBot, fake_api: FakeBotAPI) -> None:
     await start_bot()
-    sticker = {
-        "sticker": {
-            "file_id": "s",
-            "file_unique_id": "u",
-            "type": "regular",
-            "width": 1,
-            "height": 1,
-            "is_animated": False,
-            "is_video": False,
-        }
-    }
-    fake_api.message(None, extra=sticker)
-    fake_api.message(None, chat_id=GROUP, chat_type="supergroup", extra=sticker)
+    fake_api.message(None, extra=STICKER)
+    fake_api.message(None, chat_id=GROUP, chat_type="supergroup", extra=STICKER)
     photo = {
         "photo": [{"file_id": "p", "file_unique_id": "q", "width": 1, "height": 1}],
         "caption": "what is in this picture?",

@@ -56,6 +56,19 @@ def _decode(value: str) -> Any:
         return value
 
 
+STICKER = {  # a message that is not text: `extra=STICKER`
+    "sticker": {
+        "file_id": "s",
+        "file_unique_id": "u",
+        "type": "regular",
+        "width": 1,
+        "height": 1,
+        "is_animated": False,
+        "is_video": False,
+    }
+}
+
+
 class FakeBotAPI:
     """The fake server; `base_url` goes to ApplicationBuilder().base_url()."""
 
