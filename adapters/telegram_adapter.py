@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.constants import ChatType, UpdateType
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -14,12 +15,14 @@ from telegram.ext import (
     Application,
     ApplicationBuilder,
     BaseRateLimiter,
+    CallbackQueryHandler,
     ContextTypes,
     MessageHandler,
     filters,
 )
 
 from adapters.shutdown import finish_or_cancel
+from adapters.telegram_controls import ReplyButtons, ReplyControls, is_control
 from adapters.telegram_files import file_url_base, with_document
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
@@ -27,6 +30,7 @@ from bot import formatting
 from bot.commands import COMMANDS, command_descriptions
 from bot.i18n import DEFAULT_LANGUAGE, Translator, available_languages, translator
 from bot.inbox import Journal, Replay
+from bot.messages import IncomingMessage
 from bot.service import ChatService
 from bot.settings import TelegramSettings
 
@@ -53,6 +57,7 @@ class TelegramAdapter:
         self._rate_limiter = rate_limiter or AIORateLimiter(max_retries=5)
         self._replies: set[asyncio.Task[object]] = set()
         self._replayed: set[int] = set()  # update ids taken before a restart, answered now
+        self._controls = ReplyControls(service, self._reply)
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -70,6 +75,7 @@ class TelegramAdapter:
             .build()
         )
         messages = filters.UpdateType.MESSAGE  # edited messages are not answered again
+        application.add_handler(CallbackQueryHandler(self._controls.on_button))
         application.add_handler(
             MessageHandler(
                 messages & (filters.TEXT | filters.CAPTION | filters.Document.ALL), self._on_text
@@ -184,6 +190,9 @@ class TelegramAdapter:
         message = update.effective_message
         if message is None:
             return
+        if is_control(update):  # /stop (read from the text: PTB's CommandHandler needs entities)
+            await self._controls.on_stop(update, context)
+            return
         incoming = to_incoming(message, context.bot.bot)
         if message.document is not None and self._service.expects_answer(incoming):
             read = await with_document(context.bot, message, incoming, self._service)
@@ -199,15 +208,33 @@ class TelegramAdapter:
             quote=update.update_id in self._replayed,
         )
         key = self._queue.key(update.update_id)
+        await self._reply(
+            context.bot, incoming, target, lambda message_id: self._inbox.posted(key, message_id)
+        )
+        self._replayed.discard(update.update_id)
+
+    async def _reply(
+        self,
+        bot: Bot,
+        incoming: IncomingMessage,
+        target: ReplyTarget,
+        on_posted: Callable[[int], None] | None = None,
+    ) -> None:
+        """Answer one message into `target`, with Stop and Retry where it is answered."""
+        t = self._service.translator(incoming)
+        live = None
+        if self._service.expects_answer(incoming):
+            live = self._controls.replies.start(incoming, target)
         renderer = TelegramReplyRenderer(
-            context.bot,
+            bot,
             target,
             use_drafts=self._settings.use_drafts,
             interval_s=self._settings.edit_interval_s
             if incoming.is_private
             else self._settings.group_edit_interval_s,
-            on_posted=lambda message_id: self._inbox.posted(key, message_id),
-            translator=self._service.translator(incoming),
+            on_posted=on_posted,
+            translator=t,
+            buttons=None if live is None else ReplyButtons.of(live, t),
         )
         task = asyncio.current_task()
         if task is not None:
@@ -217,7 +244,8 @@ class TelegramAdapter:
         finally:
             if task is not None:
                 self._replies.discard(task)
-        self._replayed.discard(update.update_id)
+            if live is not None:
+                live.running = False
 
     async def _on_other_private(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Stickers, photos without a caption, voice: in private chats say what works."""

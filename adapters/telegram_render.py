@@ -15,9 +15,9 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
@@ -26,6 +26,9 @@ from bot import formatting
 from bot.i18n import Translator, translator_for
 from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message, utf16_length
+
+if TYPE_CHECKING:
+    from adapters.telegram_controls import ReplyButtons
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +76,10 @@ class TelegramReplyRenderer:
         clock: Callable[[], float] = time.monotonic,
         on_posted: Callable[[int], None] | None = None,
         translator: Translator | None = None,
+        buttons: ReplyButtons | None = None,
     ) -> None:
         self._bot = bot
+        self._buttons = buttons  # Stop and Retry, for answers their asker may act on
         self._t = translator or translator_for(None)  # statuses in the asker's language
         self._on_posted = on_posted  # told each message id sent, as soon as it is sent
         self._target = target
@@ -90,17 +95,52 @@ class TelegramReplyRenderer:
         self._text_started = asyncio.Event()
 
     async def render(self, events: AsyncGenerator[ReplyEvent, None]) -> None:
-        """Show every event of one reply; returns when the reply is delivered."""
+        """Show every event of one reply; returns when the reply is delivered (or stopped:
+        then the generation is cancelled and what was written stays, marked)."""
         typing = asyncio.create_task(self._keep_typing())
         try:
             async with contextlib.aclosing(events):
-                async for event in events:
-                    await self._show(event)
+                stopped = await self._consume(events)
+            if stopped:
+                self._text_started.set()
+                text, mark = self._text.strip(), formatting.stopped(self._t)
+                final = f"{text}\n\n{mark}" if text else mark
+                await self._sync(split_for_telegram(final), final=True, markup=self._markup(True))
         finally:
             self._text_started.set()
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await typing
+
+    async def _consume(self, events: AsyncGenerator[ReplyEvent, None]) -> bool:
+        """Show each event as it comes; True when the asker pressed Stop first (the pending
+        step is cancelled, which closes the engine's stream: the generation stops)."""
+        stop = self._buttons.stop if self._buttons is not None else None
+        while True:
+            step = asyncio.ensure_future(_next(events))
+            try:
+                if stop is not None and not stop.is_set():
+                    halt = asyncio.ensure_future(stop.wait())
+                    try:
+                        await asyncio.wait({step, halt}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        halt.cancel()
+                if stop is not None and stop.is_set() and not step.done():
+                    await _cancelled(step)
+                    return True
+                event = await step
+            except StopAsyncIteration:
+                return False
+            except BaseException:
+                await _cancelled(step)  # a shutdown: the stream is not left running
+                raise
+            await self._show(event)
+
+    def _markup(self, final: bool) -> InlineKeyboardMarkup | None:
+        """Stop while the answer is written, Retry once it is done; none without buttons."""
+        if self._buttons is None:
+            return None
+        return self._buttons.finished if final else self._buttons.streaming
 
     async def _show(self, event: ReplyEvent) -> None:
         if isinstance(event, QueuePosition):
@@ -115,7 +155,7 @@ class TelegramReplyRenderer:
         elif isinstance(event, ReplyDone):
             self._text_started.set()
             final = event.text if not event.footer else f"{event.text}\n\n{event.footer}"
-            await self._sync(split_for_telegram(final), final=True)
+            await self._sync(split_for_telegram(final), final=True, markup=self._markup(True))
         elif isinstance(event, Notice):
             self._text_started.set()
             await self._sync(split_for_telegram(event.text), final=True, formatted=False)
@@ -141,7 +181,7 @@ class TelegramReplyRenderer:
         if self._drafts:
             await self._draft(text)
         else:
-            await self._sync([text], final=False)
+            await self._sync([text], final=False, markup=self._markup(False))
         self._last_update = self._clock()
 
     async def _stream(self) -> None:
@@ -150,7 +190,7 @@ class TelegramReplyRenderer:
             if self._drafts:
                 await self._draft(parts[-1])  # earlier parts arrive with the final messages
             else:
-                await self._sync(parts, final=False)
+                await self._sync(parts, final=False, markup=self._markup(False))
         # Counted from the end of the send: when the API is slow (a rate limiter waiting),
         # updates slow down with it instead of one going out per token that arrived meanwhile.
         self._last_update = self._clock()
@@ -165,21 +205,30 @@ class TelegramReplyRenderer:
                 message_thread_id=self._target.thread_id,
             )
 
-    async def _sync(self, parts: list[str], *, final: bool, formatted: bool = True) -> None:
-        """Make the chat show `parts`: edit the messages already sent, send the rest."""
+    async def _sync(
+        self,
+        parts: list[str],
+        *,
+        final: bool,
+        formatted: bool = True,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
+        """Make the chat show `parts`: edit the messages already sent, send the rest; the
+        buttons go under the last part (an edit without them takes them off the others)."""
         html = final and formatted
         for index, part in enumerate(parts):
+            buttons = markup if index == len(parts) - 1 else None
             if index < len(self._messages):
                 if self._shown[index] != part or html:
-                    await self._edit(index, part, html)
+                    await self._edit(index, part, html, buttons)
             else:
-                message = await self._send(part, html)
+                message = await self._send(part, html, buttons)
                 self._messages.append(message)
                 if self._on_posted is not None:
                     self._on_posted(message.message_id)
             self._shown[index : index + 1] = [part]
 
-    async def _send(self, text: str, html: bool) -> Message:
+    async def _send(self, text: str, html: bool, markup: InlineKeyboardMarkup | None) -> Message:
         target = self._target
         reply = (
             ReplyParameters(target.reply_to_message_id, allow_sending_without_reply=True)
@@ -195,6 +244,7 @@ class TelegramReplyRenderer:
                 message_thread_id=target.thread_id,
                 reply_parameters=reply,
                 link_preview_options=_NO_PREVIEW,
+                reply_markup=markup,
             )
 
         if html:
@@ -206,7 +256,9 @@ class TelegramReplyRenderer:
                 log.info("Telegram rejected the formatting (%s); sending plain text", error)
         return await _deliver(lambda: send(text, None))
 
-    async def _edit(self, index: int, text: str, html: bool) -> None:
+    async def _edit(
+        self, index: int, text: str, html: bool, markup: InlineKeyboardMarkup | None
+    ) -> None:
         message = self._messages[index]
 
         async def edit(body: str, parse_mode: str | None) -> None:
@@ -216,6 +268,7 @@ class TelegramReplyRenderer:
                 message_id=message.message_id,
                 parse_mode=parse_mode,
                 link_preview_options=_NO_PREVIEW,
+                reply_markup=markup,
             )
 
         try:
@@ -231,6 +284,18 @@ class TelegramReplyRenderer:
         except BadRequest as error:
             if not _not_modified(error):  # an identical edit is harmless
                 raise
+
+
+async def _next(events: AsyncGenerator[ReplyEvent, None]) -> ReplyEvent:
+    """The next event, as a coroutine a task can run (and a Stop can cancel)."""
+    return await anext(events)
+
+
+async def _cancelled(step: asyncio.Future[ReplyEvent]) -> None:
+    """Cancel a pending step and wait until the stream below it has closed."""
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await step
 
 
 async def _deliver(call: Callable[[], Awaitable[T]]) -> T:

@@ -13,6 +13,7 @@ from telegram import Message, MessageEntity, Update, User
 from telegram.constants import ChatType
 from telegram.ext import BaseUpdateProcessor
 
+from adapters.telegram_controls import is_control
 from bot.inbox import Journal
 from bot.messages import IncomingMessage, ReplyContext
 
@@ -105,7 +106,7 @@ class JournalingQueue(asyncio.Queue[object]):
 
     def put_nowait(self, item: object) -> None:
         """Journal an update, then queue it (`put` ends here too)."""
-        if isinstance(item, Update):
+        if isinstance(item, Update) and not is_control(item):
             chat = item.effective_chat
             chat_key = f"{PLATFORM}:{chat.id if chat else 0}"
             if not self._inbox.receive(self.key(item.update_id), chat_key, item.to_dict()):
@@ -133,6 +134,9 @@ class PerChatOrder(BaseUpdateProcessor):
         inbox. A cancelled update (a shutdown) stays to do, and is answered after the
         restart; an update whose handler failed has had its apology and is done."""
         chat = update.effective_chat if isinstance(update, Update) else None
+        if is_control(update):  # about the reply in progress: not behind it, not journaled
+            await coroutine
+            return
         if chat is None:
             await coroutine
         else:

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from bot.i18n import Translator
 
-COMMANDS = ("ask", "reset", "stats", "help", "start")  # the commands this bot answers
+COMMANDS = ("ask", "stop", "reset", "stats", "help", "start")  # the commands this bot answers
 
 
 def command_descriptions(t: Translator) -> dict[str, str]:
     """name -> the one-line description shown in the platform's command menu."""
     return {
         "ask": t.gettext("ask me something (in groups: /ask@me your question)"),
+        "stop": t.gettext("stop the answer I am writing"),
         "reset": t.gettext("forget our conversation in this chat"),
         "stats": t.gettext("speed and load figures (admins only)"),
         "help": t.gettext("what I can do"),

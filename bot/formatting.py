@@ -40,6 +40,31 @@ def restarted(t: Translator) -> str:
     )
 
 
+def nothing_to_stop(t: Translator) -> str:
+    """To /stop when no answer of this user is being written in this chat."""
+    return t.gettext("There is no answer of yours to stop here.")
+
+
+def stopped(t: Translator) -> str:
+    """The mark under an answer its asker stopped."""
+    return t.gettext("⏹ stopped")
+
+
+def button_expired(t: Translator) -> str:
+    """A Stop or Retry button pressed after its answer is gone (a restart, a newer answer)."""
+    return t.gettext("This button has expired.")
+
+
+def not_your_button(t: Translator) -> str:
+    """A Stop or Retry button pressed by someone who did not ask."""
+    return t.gettext("Only the person who asked can use this button.")
+
+
+def button_labels(t: Translator) -> tuple[str, str]:
+    """The Stop and Retry buttons' labels."""
+    return t.gettext("⏹ Stop"), t.gettext("🔄 Retry")
+
+
 def text_only(t: Translator) -> str:
     """To a sticker, a photo without a caption, a voice message."""
     return t.gettext("I read text only: send me your question as a message (or as a caption).")

@@ -124,3 +124,11 @@ def trim_to_budget(
         drop = 2 if len(turns) >= 2 and turns[0].role == "user" else 1
         turns = turns[drop:]
     return turns
+
+
+def without_last_answer(history: list[ChatTurn], question: ChatTurn) -> list[ChatTurn]:
+    """The history less its last exchange when that was this question and an answer (the
+    answer a retry replaces); as it is otherwise."""
+    if len(history) >= 2 and history[-1].role == "assistant" and history[-2] == question:
+        return history[:-2]
+    return history

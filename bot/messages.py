@@ -34,6 +34,7 @@ class IncomingMessage:
     reply_chain: tuple[ReplyContext, ...] = ()
     platform_admin: bool = False  # the platform vouches for admin rights (e.g. a Discord role)
     language: str | None = None  # the sender's language tag as the platform gives it ("vi-VN")
+    retry: bool = False  # answer again (sampled afresh), replacing the last answer in the history
 
     @property
     def conversation_key(self) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 
 from bot import formatting
 from bot.access import Access, AccessPolicy, Limiter, RateLimiter
 from bot.commands import COMMANDS, Command, help_text, parse_command, start_text
-from bot.history import ConversationHistory, trim_to_budget
+from bot.history import ConversationHistory, trim_to_budget, without_last_answer
 from bot.i18n import Translator, translator_for
 from bot.message_text import chain_turns, normalize_text, with_quote
 from bot.messages import (
@@ -43,6 +45,7 @@ from engine import (
 
 log = logging.getLogger(__name__)
 
+RETRY_TEMPERATURE = 0.7  # a retry of a greedy answer samples, so that it can differ
 # A message this long takes seconds to read (~450 tokens/s on 2 cores): say so meanwhile.
 READING_NOTICE_TOKENS = 1000
 
@@ -178,7 +181,15 @@ class ChatService:
             state = self.state_status()
             extra = [shared_state_line(t, state)] if state is not None else []
             return stats_text(t, self._engine.snapshot(), extra)
+        if command.name == "stop":  # adapters stop a reply in progress before it gets here
+            return formatting.nothing_to_stop(t)
         return help_text(t)  # /help and unknown commands: help, never a model call
+
+    def _retry_sampling(self) -> dict[str, Any]:
+        """A retried answer is sampled with a fresh seed, so it can differ from the last one
+        (at the engine's temperature, or RETRY_TEMPERATURE where that is greedy)."""
+        temperature = self._engine.settings.temperature or RETRY_TEMPERATURE
+        return {"temperature": temperature, "seed": secrets.randbelow(2**31)}
 
     async def _answer(
         self, t: Translator, message: IncomingMessage, text: str
@@ -199,6 +210,8 @@ class ChatService:
             history = chain_turns(message)
             if not history and message.keep_history:
                 history = self._history.load(key)
+            if message.retry:  # the answer being replaced is not context for the new one
+                history = without_last_answer(history, user)
             turns = trim_to_budget(
                 system,
                 history,
@@ -210,6 +223,7 @@ class ChatService:
                 messages=(system, *turns, user),
                 owner=f"{message.platform}:{message.user_id}",
                 conversation=key,
+                **(self._retry_sampling() if message.retry else {}),
             )
             try:
                 async with aclosing(self._engine.stream(request)) as events:

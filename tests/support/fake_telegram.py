@@ -179,6 +179,18 @@ class FakeBotAPI:
             extra["caption"] = caption
         return self.message(None, extra=extra, **message)
 
+    def press(self, message: dict[str, Any], data: str, user_id: int = 1001) -> dict[str, Any]:
+        """Queue a press of an inline button (its callback_data) under a message the bot sent
+        (a sendMessage/editMessageText call's result), by a user."""
+        query = {
+            "id": str(next(self._message_ids)),
+            "from": {"id": user_id, "is_bot": False, "first_name": "Lan"},
+            "message": message,
+            "chat_instance": "c1",
+            "data": data,
+        }
+        return self.push({"callback_query": query})
+
     def sent(self, method: str, chat_id: int | None = None, *, failed: bool = False) -> list[Call]:
         """Successful calls of one method (or, with failed=True, all attempts), to one chat."""
         return [

@@ -1,0 +1,122 @@
+"""Stop and Retry under Telegram answers: buttons for the asker only, /stop under drafts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot import formatting
+from bot.history import HistoryStore
+from bot.i18n import translator
+from engine.config import EngineSettings
+from engine.engine import Engine
+from tests.adapters.conftest import StartBot
+from tests.support.fake_telegram import Call, FakeBotAPI
+
+GROUP = -100123
+MENTION = [{"type": "mention", "offset": 0, "length": 14}]
+EN = translator("en")
+
+
+def with_button(api: FakeBotAPI, chat_id: int, label: str) -> list[Call]:
+    """Messages sent or edited in a chat that carry a button labelled `label`."""
+    calls = api.sent("sendMessage", chat_id) + api.sent("editMessageText", chat_id)
+    return [c for c in calls if label in str(c.get("reply_markup", ""))]
+
+
+def button_data(call: Call) -> str:
+    """The callback_data of the one button under a sent or edited message."""
+    markup = call["reply_markup"]
+    return str(markup["inline_keyboard"][0][0]["callback_data"])
+
+
+def callback_answers(api: FakeBotAPI) -> list[str]:
+    return [str(c.get("text", "")) for c in api.sent("answerCallbackQuery")]
+
+
+async def slow_engine(engine_settings: EngineSettings) -> Engine:
+    """An engine whose answers run long enough to be stopped midway."""
+    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 3000}))
+    await slow.start()
+    return slow
+
+
+async def test_stop_cancels_the_generation_and_keeps_what_was_written(
+    start_bot: StartBot, fake_api: FakeBotAPI, engine_settings: EngineSettings
+) -> None:
+    slow = await slow_engine(engine_settings)
+    try:
+        await start_bot(use_engine=slow)
+        fake_api.message("@qwen_test_bot write a lot", chat_id=GROUP, chat_type="supergroup",
+                         entities=MENTION)  # fmt: skip
+        streaming = await fake_api.wait_for(lambda: with_button(fake_api, GROUP, "Stop"))
+        data = button_data(streaming[-1])
+        fake_api.press(streaming[-1].result, data, user_id=2002)  # someone else
+        await fake_api.wait_for(lambda: callback_answers(fake_api))
+        assert callback_answers(fake_api) == [formatting.not_your_button(EN)]
+        assert slow.busy  # still writing
+
+        fake_api.press(streaming[-1].result, data)  # the asker
+        stopped = await fake_api.wait_for(lambda: with_button(fake_api, GROUP, "Retry"))
+        assert stopped[-1]["text"].endswith(formatting.stopped(EN))
+        assert len(stopped[-1]["text"]) > len(formatting.stopped(EN)) + 2  # the words so far
+        await fake_api.wait_for(lambda: not slow.busy)
+        assert slow.snapshot().errors.get("cancelled") == 1  # the engine stopped generating
+    finally:
+        await slow.close()
+
+
+async def test_stop_command_stops_a_private_answer_streamed_as_drafts(
+    start_bot: StartBot, fake_api: FakeBotAPI, engine_settings: EngineSettings
+) -> None:
+    slow = await slow_engine(engine_settings)
+    try:
+        await start_bot(use_engine=slow)
+        fake_api.message("/stop")  # nothing to stop yet
+        fake_api.message("write a lot")
+        await fake_api.wait_for(lambda: fake_api.sent("sendMessageDraft", 1001))
+        fake_api.message("/stop")  # not queued behind the answer it stops
+        stopped = await fake_api.wait_for(lambda: with_button(fake_api, 1001, "Retry"))
+        assert stopped[-1]["text"].endswith(formatting.stopped(EN))
+        said = [c["text"] for c in fake_api.sent("sendMessage", 1001)]
+        assert said[0] == formatting.nothing_to_stop(EN)
+        await fake_api.wait_for(lambda: not slow.busy)
+        assert slow.snapshot().errors.get("cancelled") == 1
+    finally:
+        await slow.close()
+
+
+async def test_retry_answers_again_and_the_history_keeps_only_the_new_answer(
+    start_bot: StartBot, fake_api: FakeBotAPI, tmp_path: Path
+) -> None:
+    await start_bot()
+    asked = fake_api.message("tell me a story")
+    first = await fake_api.wait_for(lambda: with_button(fake_api, 1001, "Retry"))
+    fake_api.press(first[-1].result, button_data(first[-1]), user_id=2002)
+    await fake_api.wait_for(lambda: callback_answers(fake_api))
+    assert callback_answers(fake_api) == [formatting.not_your_button(EN)]
+
+    fake_api.press(first[-1].result, button_data(first[-1]))
+    second = await fake_api.wait_for(lambda: with_button(fake_api, 1001, "Retry")[1:])
+    new = second[-1]
+    assert new["reply_parameters"]["message_id"] == asked["message"]["message_id"]  # quoted
+    assert fake_api.sent("editMessageReplyMarkup", 1001)  # the old answer lost its button
+    old_text, new_text = (call["text"].split("\n\n⚡")[0] for call in (first[-1], new))
+    assert new_text != old_text  # sampled afresh
+
+    history = HistoryStore(tmp_path / "history", 1 << 20)
+    try:
+        turns = history.load("telegram:1001:")
+    finally:
+        history.close()
+    assert [turn.role for turn in turns] == ["user", "assistant"]
+    assert turns[1].content.strip() == new_text.strip()
+
+    # A newer exchange makes the older answer's Retry expire; an unknown button too.
+    fake_api.message("and another")
+    await fake_api.wait_for(lambda: len(with_button(fake_api, 1001, "Retry")) == 3)
+    fake_api.press(new.result, button_data(new))
+    fake_api.press(new.result, "retry:feedfacecafe")
+    await fake_api.wait_for(lambda: len(callback_answers(fake_api)) == 4)
+    expired: list[Any] = callback_answers(fake_api)[2:]  # after "not yours" and the asker's
+    assert expired == [formatting.button_expired(EN)] * 2
