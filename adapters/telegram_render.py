@@ -13,14 +13,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, MessageLimit, ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, TelegramError
 
+from adapters.telegram_delivery import deliver, is_parse_error, not_modified
 from adapters.telegram_format import markdown_to_html
 from bot import formatting
 from bot.i18n import Translator, translator_for
@@ -33,9 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TYPING_REFRESH_S = 4.0  # Telegram shows "typing" for about 5 s
-_DELIVERY_ATTEMPTS = 3
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,15 +51,6 @@ class ReplyTarget:
 def split_for_telegram(text: str) -> list[str]:
     """Message-sized parts (UTF-16 units, code fences closed and reopened)."""
     return split_message(text, MessageLimit.MAX_TEXT_LENGTH, utf16_length)
-
-
-def _is_parse_error(error: BadRequest) -> bool:
-    message = error.message.lower()
-    return "parse" in message or "entit" in message or "tag" in message
-
-
-def _not_modified(error: BadRequest) -> bool:
-    return "not modified" in error.message.lower()
 
 
 class TelegramReplyRenderer:
@@ -249,12 +239,12 @@ class TelegramReplyRenderer:
 
         if html:
             try:
-                return await _deliver(lambda: send(markdown_to_html(text), ParseMode.HTML))
+                return await deliver(lambda: send(markdown_to_html(text), ParseMode.HTML))
             except BadRequest as error:
-                if not _is_parse_error(error):
+                if not is_parse_error(error):
                     raise
                 log.info("Telegram rejected the formatting (%s); sending plain text", error)
-        return await _deliver(lambda: send(text, None))
+        return await deliver(lambda: send(text, None))
 
     async def _edit(
         self, index: int, text: str, html: bool, markup: InlineKeyboardMarkup | None
@@ -274,15 +264,15 @@ class TelegramReplyRenderer:
         try:
             if html:
                 try:
-                    await _deliver(lambda: edit(markdown_to_html(text), ParseMode.HTML))
+                    await deliver(lambda: edit(markdown_to_html(text), ParseMode.HTML))
                     return
                 except BadRequest as error:
-                    if not _is_parse_error(error):
+                    if not is_parse_error(error):
                         raise
                     log.info("Telegram rejected the formatting (%s); editing as plain", error)
-            await _deliver(lambda: edit(text, None))
+            await deliver(lambda: edit(text, None))
         except BadRequest as error:
-            if not _not_modified(error):  # an identical edit is harmless
+            if not not_modified(error):  # an identical edit is harmless
                 raise
 
 
@@ -296,18 +286,3 @@ async def _cancelled(step: asyncio.Future[ReplyEvent]) -> None:
     step.cancel()
     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
         await step
-
-
-async def _deliver(call: Callable[[], Awaitable[T]]) -> T:
-    """Retry a send on network errors and 5xx answers (429s are the rate limiter's job)."""
-    for attempt in range(1, _DELIVERY_ATTEMPTS + 1):
-        try:
-            return await call()
-        except (BadRequest, RetryAfter):
-            raise
-        except NetworkError as error:
-            if attempt == _DELIVERY_ATTEMPTS:
-                raise
-            log.warning("Telegram delivery failed (%s); retrying", error)
-            await asyncio.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
