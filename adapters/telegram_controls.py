@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from adapters.live_replies import LiveReplies, LiveReply
 from adapters.telegram_render import ReplyTarget
 from bot import formatting
 from bot.commands import parse_command
@@ -30,23 +29,6 @@ from bot.messages import IncomingMessage
 from bot.service import ChatService
 
 STOP, RETRY = "stop", "retry"
-REMEMBERED = 1024  # replies kept for their buttons, the oldest forgotten first
-
-
-@dataclass
-class LiveReply:
-    """One answer the buttons act on."""
-
-    reply_id: str
-    question: IncomingMessage
-    target: ReplyTarget  # where the answer went: a retry's goes there too
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    running: bool = True
-
-    @property
-    def asker(self) -> int:
-        """The only user whose presses count."""
-        return self.question.user_id
 
 
 @dataclass(frozen=True)
@@ -59,46 +41,12 @@ class ReplyButtons:
     stop: asyncio.Event
 
     @classmethod
-    def of(cls, reply: LiveReply, t: Translator) -> ReplyButtons:
+    def of(cls, reply: LiveReply[ReplyTarget], t: Translator) -> ReplyButtons:
         """The buttons of a reply, labelled in its asker's language."""
         stop_label, retry_label = formatting.button_labels(t)
         stop = InlineKeyboardButton(stop_label, callback_data=f"{STOP}:{reply.reply_id}")
         retry = InlineKeyboardButton(retry_label, callback_data=f"{RETRY}:{reply.reply_id}")
         return cls(InlineKeyboardMarkup([[stop]]), InlineKeyboardMarkup([[retry]]), reply.stop)
-
-
-class LiveReplies:
-    """The replies of this process that buttons may still act on."""
-
-    def __init__(self) -> None:
-        self._replies: OrderedDict[str, LiveReply] = OrderedDict()
-        self._latest: dict[str, str] = {}  # conversation -> its newest reply's id
-
-    def start(self, question: IncomingMessage, target: ReplyTarget) -> LiveReply:
-        """A new reply to `question`; it becomes its conversation's newest."""
-        reply = LiveReply(secrets.token_hex(6), question, target)
-        self._replies[reply.reply_id] = reply
-        self._latest[question.conversation_key] = reply.reply_id
-        while len(self._replies) > REMEMBERED:
-            _, oldest = self._replies.popitem(last=False)
-            if self._latest.get(oldest.question.conversation_key) == oldest.reply_id:
-                del self._latest[oldest.question.conversation_key]
-        return reply
-
-    def get(self, reply_id: str) -> LiveReply | None:
-        """A reply by its buttons' id; None once forgotten (or from before a restart)."""
-        return self._replies.get(reply_id)
-
-    def is_latest(self, reply: LiveReply) -> bool:
-        """Whether no newer reply came in its conversation (only the newest is retried)."""
-        return self._latest.get(reply.question.conversation_key) == reply.reply_id
-
-    def running_for(self, chat_id: int, user_id: int) -> LiveReply | None:
-        """The newest reply being written for this user in this chat (what /stop stops)."""
-        for reply in reversed(self._replies.values()):
-            if reply.running and reply.question.chat_id == chat_id and reply.asker == user_id:
-                return reply
-        return None
 
 
 def is_control(update: object) -> bool:
@@ -120,7 +68,7 @@ class ReplyControls:
     """The handlers of button presses and /stop."""
 
     def __init__(self, service: ChatService, reply_again: ReplyAgain) -> None:
-        self.replies = LiveReplies()
+        self.replies: LiveReplies[ReplyTarget] = LiveReplies()
         self._service = service
         self._reply_again = reply_again  # the adapter's way to answer a message
 

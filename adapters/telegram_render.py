@@ -21,6 +21,7 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, Rep
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, TelegramError
 
+from adapters.stoppable import show_until_stopped
 from adapters.telegram_delivery import deliver, is_parse_error, not_modified
 from adapters.telegram_format import markdown_to_html
 from bot import formatting
@@ -90,7 +91,8 @@ class TelegramReplyRenderer:
         typing = asyncio.create_task(self._keep_typing())
         try:
             async with contextlib.aclosing(events):
-                stopped = await self._consume(events)
+                stop = self._buttons.stop if self._buttons is not None else None
+                stopped = await show_until_stopped(events, self._show, stop)
             if stopped:
                 self._text_started.set()
                 text, mark = self._text.strip(), formatting.stopped(self._t)
@@ -101,30 +103,6 @@ class TelegramReplyRenderer:
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await typing
-
-    async def _consume(self, events: AsyncGenerator[ReplyEvent, None]) -> bool:
-        """Show each event as it comes; True when the asker pressed Stop first (the pending
-        step is cancelled, which closes the engine's stream: the generation stops)."""
-        stop = self._buttons.stop if self._buttons is not None else None
-        while True:
-            step = asyncio.ensure_future(_next(events))
-            try:
-                if stop is not None and not stop.is_set():
-                    halt = asyncio.ensure_future(stop.wait())
-                    try:
-                        await asyncio.wait({step, halt}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        halt.cancel()
-                if stop is not None and stop.is_set() and not step.done():
-                    await _cancelled(step)
-                    return True
-                event = await step
-            except StopAsyncIteration:
-                return False
-            except BaseException:
-                await _cancelled(step)  # a shutdown: the stream is not left running
-                raise
-            await self._show(event)
 
     def _markup(self, final: bool) -> InlineKeyboardMarkup | None:
         """Stop while the answer is written, Retry once it is done; none without buttons."""
@@ -274,15 +252,3 @@ class TelegramReplyRenderer:
         except BadRequest as error:
             if not not_modified(error):  # an identical edit is harmless
                 raise
-
-
-async def _next(events: AsyncGenerator[ReplyEvent, None]) -> ReplyEvent:
-    """The next event, as a coroutine a task can run (and a Stop can cancel)."""
-    return await anext(events)
-
-
-async def _cancelled(step: asyncio.Future[ReplyEvent]) -> None:
-    """Cancel a pending step and wait until the stream below it has closed."""
-    step.cancel()
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-        await step
