@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from adapters.discord_controls import PREFIX, DiscordButtons, DiscordControls
 from adapters.discord_files import with_attachments
 from adapters.discord_messages import (
     PLATFORM,
@@ -74,6 +76,7 @@ class QwenDiscordBot(commands.Bot):
         self._settings = settings
         self._inbox = inbox
         self.replies: dict[int, asyncio.Task[Any]] = {}  # user message id -> its reply
+        self.controls = DiscordControls(service, self.answer_again)
         self._replay: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -159,14 +162,7 @@ class QwenDiscordBot(commands.Bot):
                 await message.reply(read, mention_author=False, allowed_mentions=NO_PINGS)
                 self._inbox.done(key)  # (the else clause does not run on a return)
                 return
-            incoming = read
-            renderer = DiscordReplyRenderer(
-                message,
-                interval_s=self._settings.edit_interval_s,
-                on_posted=lambda posted: self._inbox.posted(key, posted),
-                translator=self._service.translator(incoming),
-            )
-            await renderer.render(self._service.handle(incoming))
+            await self._reply(message, read, lambda posted: self._inbox.posted(key, posted))
         except Exception:
             self._inbox.done(key)  # its apology (on_error) is the answer
             raise
@@ -174,6 +170,46 @@ class QwenDiscordBot(commands.Bot):
             self._inbox.done(key)
         finally:
             self.replies.pop(message.id, None)
+
+    async def _reply(
+        self,
+        message: discord.Message,
+        incoming: IncomingMessage,
+        on_posted: Callable[[int], None] | None = None,
+    ) -> None:
+        """Render the answer to `incoming` under `message`, with Stop and Retry."""
+        t = self._service.translator(incoming)
+        live = self.controls.replies.start(incoming, message)
+        renderer = DiscordReplyRenderer(
+            message,
+            interval_s=self._settings.edit_interval_s,
+            on_posted=on_posted,
+            translator=t,
+            buttons=DiscordButtons.of(live, t),
+        )
+        try:
+            await renderer.render(self._service.handle(incoming))
+        finally:
+            live.running = False
+
+    async def answer_again(self, message: discord.Message, incoming: IncomingMessage) -> None:
+        """A retried answer (not journaled: a press is not owed an answer after a crash)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.replies[message.id] = task  # a shutdown lets it finish or cancels it
+        try:
+            await self._reply(message, incoming)
+        finally:
+            self.replies.pop(message.id, None)
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Our buttons' presses (slash commands go through the command tree)."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id", ""))
+        if custom_id.startswith(PREFIX):
+            await self.controls.on_press(interaction, custom_id)
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """A question deleted while its answer is written: stop the answer, post nothing."""

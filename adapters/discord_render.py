@@ -17,6 +17,8 @@ from typing import Any
 
 import discord
 
+from adapters.discord_controls import DiscordButtons
+from adapters.stoppable import show_until_stopped
 from bot import formatting
 from bot.i18n import Translator, translator_for
 from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
@@ -51,8 +53,10 @@ class DiscordReplyRenderer:
         clock: Callable[[], float] = time.monotonic,
         on_posted: Callable[[int], None] | None = None,
         translator: Translator | None = None,
+        buttons: DiscordButtons | None = None,
     ) -> None:
         self._source = source
+        self._buttons = buttons  # Stop and Retry, for answers their asker may act on
         self._t = translator or translator_for(None)  # statuses in the asker's language
         self._on_posted = on_posted  # told each message id posted, as soon as it is posted
         self._interval = interval_s
@@ -60,6 +64,7 @@ class DiscordReplyRenderer:
         self._text = ""
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
+        self._views: list[discord.ui.View | None] = []  # the buttons under each message
         self._last_update = float("-inf")
         self._posting: asyncio.Future[discord.Message] | None = None
 
@@ -68,12 +73,21 @@ class DiscordReplyRenderer:
         async with contextlib.AsyncExitStack() as typing:
             # discord.py refreshes the typing indicator until this context is closed.
             await typing.enter_async_context(self._source.channel.typing())
+
+            async def show(event: ReplyEvent) -> None:
+                if not isinstance(event, QueuePosition | Reading):
+                    await typing.aclose()  # text (or a notice) is here
+                await self._show(event)
+
             try:
                 async with contextlib.aclosing(events):
-                    async for event in events:
-                        if not isinstance(event, QueuePosition | Reading):
-                            await typing.aclose()  # text (or a notice) is here
-                        await self._show(event)
+                    stop = self._buttons.stop if self._buttons is not None else None
+                    stopped = await show_until_stopped(events, show, stop)
+                if stopped:
+                    await typing.aclose()
+                    text, mark = self._text.strip(), formatting.stopped(self._t)
+                    final = f"{text}{FOOTER_SEPARATOR}{mark}" if text else mark
+                    await self._sync(split_for_discord(final), self._view(True))
             except asyncio.CancelledError:
                 await asyncio.shield(self._retract())  # question deleted: no orphan answer
                 raise
@@ -86,12 +100,12 @@ class DiscordReplyRenderer:
         elif isinstance(event, ReplyText):
             self._text += event.text
             if self._clock() - self._last_update >= self._interval:
-                await self._sync(split_for_discord(self._text))
+                await self._sync(split_for_discord(self._text), self._view(False))
                 # From the end of the edit: a slow API slows the updates, never multiplies them.
                 self._last_update = self._clock()
         elif isinstance(event, ReplyDone):
             final = event.text if not event.footer else event.text + FOOTER_SEPARATOR + event.footer
-            await self._sync(split_for_discord(final))
+            await self._sync(split_for_discord(final), self._view(True))
         elif isinstance(event, Notice):
             await self._sync(split_for_discord(event.text))
 
@@ -99,22 +113,36 @@ class DiscordReplyRenderer:
         """A status line, paced like the text (in a crowd the queue moves every moment)."""
         if self._messages and self._clock() - self._last_update < self._interval:
             return
-        await self._sync([text])
+        await self._sync([text], self._view(False))
         self._last_update = self._clock()
 
-    async def _sync(self, parts: list[str]) -> None:
-        """Make the channel show `parts`: edit what was sent when it changed, send the rest."""
+    def _view(self, final: bool) -> discord.ui.View | None:
+        """Stop while the answer is written, Retry once it is done; none without buttons."""
+        if self._buttons is None:
+            return None
+        return self._buttons.finished if final else self._buttons.streaming
+
+    async def _sync(self, parts: list[str], view: discord.ui.View | None = None) -> None:
+        """Make the channel show `parts`: edit what was sent when it changed (or when its
+        buttons did), send the rest; the buttons go under the last part only."""
         for index, part in enumerate(parts):
+            buttons = view if index == len(parts) - 1 else None
             if index < len(self._messages):
-                if self._shown[index] != part:
-                    await self._messages[index].edit(content=part, allowed_mentions=NO_PINGS)
-            elif index == 0:
-                await self._post(
-                    self._source.reply(part, mention_author=False, allowed_mentions=NO_PINGS)
-                )
+                if self._shown[index] != part or self._views[index] is not buttons:
+                    await self._messages[index].edit(
+                        content=part, allowed_mentions=NO_PINGS, view=buttons
+                    )
             else:
-                await self._post(self._source.channel.send(part, allowed_mentions=NO_PINGS))
+                extra: dict[str, Any] = {"view": buttons} if buttons is not None else {}
+                if index == 0:
+                    posting = self._source.reply(
+                        part, mention_author=False, allowed_mentions=NO_PINGS, **extra
+                    )
+                else:
+                    posting = self._source.channel.send(part, allowed_mentions=NO_PINGS, **extra)
+                await self._post(posting)
             self._shown[index : index + 1] = [part]
+            self._views[index : index + 1] = [buttons]
 
     async def _post(self, send: Coroutine[Any, Any, discord.Message]) -> None:
         """Post one message; a cancellation mid-post lets it finish, so it can be taken back."""

@@ -1,4 +1,4 @@
-"""Stop and Retry under Telegram answers: buttons for the asker only, /stop under drafts."""
+"""Stop and Retry under answers, for the asker only: Telegram (and /stop under drafts), Discord."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from bot.i18n import translator
 from engine.config import EngineSettings
 from engine.engine import Engine
 from tests.adapters.conftest import StartBot
+from tests.adapters.discord_fixtures import StartDiscord
+from tests.support.fake_discord import ADMIN_USER_ID, BOT_ID, CHANNEL_ID, EPHEMERAL, FakeDiscord
 from tests.support.fake_telegram import Call, FakeBotAPI
 
 GROUP = -100123
@@ -120,3 +122,50 @@ async def test_retry_answers_again_and_the_history_keeps_only_the_new_answer(
     await fake_api.wait_for(lambda: len(callback_answers(fake_api)) == 4)
     expired: list[Any] = callback_answers(fake_api)[2:]  # after "not yours" and the asker's
     assert expired == [formatting.button_expired(EN)] * 2
+
+
+def discord_buttons(fake: FakeDiscord, label: str) -> list[dict[str, Any]]:
+    """The bot's messages in the channel that carry a button labelled `label`."""
+    return [m for m in fake.bot_messages(CHANNEL_ID) if label in str(m.get("components", ""))]
+
+
+def custom_id(message: dict[str, Any]) -> str:
+    return str(message["components"][0]["components"][0]["custom_id"])
+
+
+async def test_discord_answers_carry_stop_and_retry_for_the_asker(
+    start_discord: StartDiscord, fake_discord: FakeDiscord, engine_settings: EngineSettings
+) -> None:
+    slow = await slow_engine(engine_settings)
+    try:
+        await start_discord(use_engine=slow)
+        asked = await fake_discord.message_create(f"<@{BOT_ID}> write a lot", mentions=[BOT_ID])
+        streaming = await fake_discord.wait_for(lambda: discord_buttons(fake_discord, "Stop"))
+        answer_id = int(streaming[-1]["id"])
+        other = await fake_discord.press(answer_id, custom_id(streaming[-1]), user_id=ADMIN_USER_ID)
+        await fake_discord.wait_for(lambda: fake_discord.interaction_responses(other))
+        refused = fake_discord.interaction_responses(other)[0]["data"]
+        assert refused["content"] == formatting.not_your_button(EN)
+        assert refused["flags"] & EPHEMERAL and slow.busy
+
+        await fake_discord.press(answer_id, custom_id(streaming[-1]))
+        stopped = await fake_discord.wait_for(lambda: discord_buttons(fake_discord, "Retry"))
+        assert stopped[-1]["content"].endswith(formatting.stopped(EN))
+        await fake_discord.wait_for(lambda: not slow.busy)
+        assert slow.snapshot().errors.get("cancelled") == 1
+
+        await fake_discord.press(int(stopped[-1]["id"]), custom_id(stopped[-1]))
+        await fake_discord.wait_for(lambda: not discord_buttons(fake_discord, "Stop") and [
+            m for m in discord_buttons(fake_discord, "Retry") if "⚡" in m["content"]
+        ], within=60)  # fmt: skip
+        newer = [m for m in fake_discord.bot_messages(CHANNEL_ID) if int(m["id"]) > answer_id]
+        replies = [m for m in newer if "message_reference" in m]  # the first part of each
+        assert int(replies[-1]["message_reference"]["message_id"]) == int(asked["id"])
+        old = fake_discord.messages[int(stopped[-1]["id"])]
+        assert not old.get("components")  # the stopped answer lost its Retry
+        expired = await fake_discord.press(int(old["id"]), "qwenbot:retry:feedfacecafe")
+        await fake_discord.wait_for(lambda: fake_discord.interaction_responses(expired))
+        said = fake_discord.interaction_responses(expired)[0]["data"]["content"]
+        assert said == formatting.button_expired(EN)
+    finally:
+        await slow.close()

@@ -934,6 +934,43 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
+    async def press(
+        self, message_id: int, custom_id: str, *, user_id: int = USER_ID, locale: str = "en-US"
+    ) -> dict[str, Any]:
+        """A user presses a button (by its custom_id) under a stored message; returns the
+        component INTERACTION_CREATE payload (answered through interaction_responses)."""
+        message = self.messages[message_id]
+        channel_id = int(message["channel_id"])
+        guild_id = self._guild_of(channel_id)
+        interaction_id = self.snowflake()
+        token = f"itoken-{interaction_id}-{secrets.token_hex(8)}"
+        user = self._user(user_id)
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(APPLICATION_ID),
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel_id": str(channel_id),
+            "channel": dict(self.channels[channel_id]),
+            "message": self._gateway_message(message),
+            "token": token,
+            "version": 1,
+            "locale": locale,
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "app_permissions": str(EVERYONE_PERMISSIONS),
+            "authorizing_integration_owners": {"0": str(guild_id or 0)},
+            "context": 0 if guild_id is not None else 1,
+        }
+        if guild_id is not None:
+            payload.update(guild_id=str(guild_id), guild_locale=self.preferred_locale,
+                           member=self._member(user_id))  # fmt: skip
+        else:
+            payload["user"] = user
+        self.interactions[token] = _Interaction(interaction_id, token, channel_id, guild_id, user)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
     def interaction_responses(self, interaction: dict[str, Any]) -> list[Call]:
         """The callback calls made for an interaction payload from interaction_create."""
         return self.sent("POST", rf"/interactions/{interaction['id']}/[^/]+/callback")
