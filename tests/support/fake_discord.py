@@ -892,21 +892,9 @@ class FakeDiscord:
         }
         if command.get("guild_id"):
             data["guild_id"] = command["guild_id"]
-        interaction_id = self.snowflake()
-        token = f"itoken-{interaction_id}-{secrets.token_hex(8)}"
-        user = self._user(user_id)
-        payload: dict[str, Any] = {
-            "id": str(interaction_id),
-            "application_id": str(APPLICATION_ID),
-            "type": 2,
-            "data": data,
-            "channel_id": str(channel_id),
-            "token": token,
-            "version": 1,
-            "locale": locale,
-            "entitlements": [],
-            "attachment_size_limit": 10 * 1024 * 1024,
-        }
+        interaction_id, token, user, payload = self._new_interaction(
+            2, data, channel_id, user_id, locale
+        )
         channel = dict(self.channels[channel_id])
         if guild_id is not None:
             member = self._member(user_id, roles=roles)
@@ -942,26 +930,17 @@ class FakeDiscord:
         message = self.messages[message_id]
         channel_id = int(message["channel_id"])
         guild_id = self._guild_of(channel_id)
-        interaction_id = self.snowflake()
-        token = f"itoken-{interaction_id}-{secrets.token_hex(8)}"
-        user = self._user(user_id)
-        payload: dict[str, Any] = {
-            "id": str(interaction_id),
-            "application_id": str(APPLICATION_ID),
-            "type": 3,
-            "data": {"custom_id": custom_id, "component_type": 2},
-            "channel_id": str(channel_id),
-            "channel": dict(self.channels[channel_id]),
-            "message": self._gateway_message(message),
-            "token": token,
-            "version": 1,
-            "locale": locale,
-            "entitlements": [],
-            "attachment_size_limit": 10 * 1024 * 1024,
-            "app_permissions": str(EVERYONE_PERMISSIONS),
-            "authorizing_integration_owners": {"0": str(guild_id or 0)},
-            "context": 0 if guild_id is not None else 1,
-        }
+        data = {"custom_id": custom_id, "component_type": 2}
+        interaction_id, token, user, payload = self._new_interaction(
+            3, data, channel_id, user_id, locale
+        )
+        payload.update(
+            channel=dict(self.channels[channel_id]),
+            message=self._gateway_message(message),
+            app_permissions=str(EVERYONE_PERMISSIONS),
+            authorizing_integration_owners={"0": str(guild_id or 0)},
+            context=0 if guild_id is not None else 1,
+        )
         if guild_id is not None:
             payload.update(guild_id=str(guild_id), guild_locale=self.preferred_locale,
                            member=self._member(user_id))  # fmt: skip
@@ -970,6 +949,26 @@ class FakeDiscord:
         self.interactions[token] = _Interaction(interaction_id, token, channel_id, guild_id, user)
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
+
+    def _new_interaction(
+        self, kind: int, data: dict[str, Any], channel_id: int, user_id: int, locale: str
+    ) -> tuple[int, str, dict[str, Any], dict[str, Any]]:
+        """A new interaction's id, token, user and the payload fields every kind carries."""
+        interaction_id = self.snowflake()
+        token = f"itoken-{interaction_id}-{secrets.token_hex(8)}"
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(APPLICATION_ID),
+            "type": kind,
+            "data": data,
+            "channel_id": str(channel_id),
+            "token": token,
+            "version": 1,
+            "locale": locale,
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        return interaction_id, token, self._user(user_id), payload
 
     def interaction_responses(self, interaction: dict[str, Any]) -> list[Call]:
         """The callback calls made for an interaction payload from interaction_create."""
