@@ -27,7 +27,7 @@ from adapters.telegram_files import file_url_base, with_document
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
 from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
 from bot import formatting
-from bot.commands import COMMANDS, command_descriptions
+from bot.commands import COMMANDS, command_descriptions, parse_command
 from bot.i18n import DEFAULT_LANGUAGE, Translator, available_languages, translator
 from bot.inbox import Journal, Replay
 from bot.messages import IncomingMessage
@@ -223,7 +223,9 @@ class TelegramAdapter:
         """Answer one message into `target`, with Stop and Retry where it is answered."""
         t = self._service.translator(incoming)
         live = None
-        if self._service.expects_answer(incoming):
+        command = parse_command(incoming.text)
+        if self._service.expects_answer(incoming) and (command is None or command.name == "ask"):
+            # (a command's notice gets no buttons, and leaves the last answer's Retry alone)
             live = self._controls.replies.start(incoming, target)
         renderer = TelegramReplyRenderer(
             bot,
