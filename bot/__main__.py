@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bot.logging_setup import configure_logging
+from bot.model_list import print_models
 from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ def _common_options(*, after_command: bool) -> argparse.ArgumentParser:
         add_help=False, argument_default=argparse.SUPPRESS if after_command else None
     )
     options.add_argument("--env-file", type=Path, help="read settings from this file, not .env")
+    options.add_argument(
+        "--model", help="the model for this run (ENGINE__MODEL): smollm2, qwen3-0.6b, a path"
+    )
     options.add_argument(
         "--log-level",
         help="DEBUG, INFO, WARNING or ERROR (default: WARNING for chat, INFO for bots); "
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("discord", "run the Discord bot (needs DISCORD__TOKEN)"),
         ("serve", "serve the OpenAI-compatible HTTP API (SERVE__HOST, SERVE__PORT)"),
         ("all", "run every platform that has a token (and HTTP when SERVE__PORT is set)"),
+        ("models", "list the models on this machine (no download needed) and the configured one"),
     ):
         commands.add_parser(name, help=text, parents=after)
     return parser
@@ -235,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in error.lines:
             print(f"qwenbot: {line}", file=sys.stderr)
         return 2
+    if args.model:  # the command line wins over the environment and .env
+        engine = settings.engine.model_copy(update={"model": args.model})
+        settings = settings.model_copy(update={"engine": engine})
+    if args.command == "models":
+        return print_models(settings.engine.model, sys.stdout)
     platforms: list[str] = []
     if args.command != "chat":
         found = configured_platforms(settings, args.command)

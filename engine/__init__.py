@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from engine.events import Started as Started
     from engine.events import TokenText as TokenText
     from engine.loading.library_logs import quiet_libraries as quiet_libraries
+    from engine.loading.model_names import configured_model as configured_model
+    from engine.loading.model_names import local_models as local_models
     from engine.loading.stages import ProgressCallback as ProgressCallback
     from engine.serving.json_store import STORE_ERRORS as STORE_ERRORS
     from engine.serving.json_store import dumps as dumps
@@ -73,6 +75,8 @@ _HOMES = {
     "reply_json": "engine.serving.response_cache",
     "require_intact": "engine.serving.store_repair",
     "quiet_libraries": "engine.loading.library_logs",
+    "configured_model": "engine.loading.model_names",
+    "local_models": "engine.loading.model_names",
 }
 __all__ = [
     "STORE_ERRORS",
@@ -93,8 +97,10 @@ __all__ = [
     "StatsSnapshot",
     "TokenText",
     "cached_reply",
+    "configured_model",
     "default_data_dir",
     "dumps",
+    "local_models",
     "open_json_store",
     "open_or_repair",
     "quiet_libraries",

@@ -10,10 +10,12 @@ import huggingface_hub
 
 from engine.config import EngineSettings
 from engine.errors import ModelNotFound
+from engine.loading.model_names import PackageMissing, expand, offline_hint
 
 HOW_TO_POINT_LOCALLY = (
     "set ENGINE__MODEL to a local model folder (with config.json) or a .gguf file, "
-    "e.g. ENGINE__MODEL=/models/Qwen3-0.6B or ENGINE__MODEL=/models/qwen3-0.6b-q8_0.gguf"
+    "e.g. ENGINE__MODEL=/models/Qwen3-0.6B or ENGINE__MODEL=/models/qwen3-0.6b-q8_0.gguf "
+    "(`qwenbot models` lists what is here)"
 )
 
 
@@ -41,8 +43,12 @@ def _looks_like_path(text: str) -> bool:
 
 
 def resolve_source(settings: EngineSettings) -> ModelSource:
-    """Turn the model setting into a source, failing early when a local path is missing."""
-    raw = settings.model.strip()
+    """Turn the model setting (a short name too: smollm2, qwen3-0.6b) into a source, failing
+    early when a local path is missing."""
+    try:
+        raw = expand(settings.model.strip())
+    except PackageMissing as error:
+        raise ModelNotFound(str(error)) from None
     path = Path(raw).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -111,5 +117,5 @@ def not_found(source: ModelSource, error: Exception) -> ModelNotFound:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return ModelNotFound(
         f"model '{source.location}' is not in the local Hugging Face cache and could not be "
-        f"downloaded ({reason[:160]}); {HOW_TO_POINT_LOCALLY}"
+        f"downloaded ({reason[:160]}); {offline_hint()}; or {HOW_TO_POINT_LOCALLY}"
     )

@@ -62,3 +62,42 @@ def test_the_quick_exit_waits_for_a_thread_still_working() -> None:
     )
     done = _exit_now_in_child(body)
     assert (done.returncode, done.stdout) == (3, "saved\n")
+
+
+def test_models_lists_the_packaged_model_and_the_configured_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    assert main(["models", "--model", "smollm2"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert ["smollm2", "packaged"] in [line[:2] for line in listed]
+    assert any(line[-1].endswith("SmolLM2-135M-Instruct.Q4_1.gguf") for line in listed)
+    assert "Configured: " in out and "SmolLM2-135M-Instruct.Q4_1.gguf (on disk)" in out
+
+
+def test_short_model_names_stand_for_a_path_or_a_hub_id() -> None:
+    from engine.config import EngineSettings
+    from engine.loading.model_source import resolve_source
+
+    packaged = resolve_source(EngineSettings(model="SmolLM2"))
+    assert packaged.is_local and packaged.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    hub = resolve_source(EngineSettings(model="qwen3-0.6b"))
+    assert (hub.location, hub.is_local) == ("Qwen/Qwen3-0.6B", False)
+    assert resolve_source(EngineSettings(model="org/some-model")).location == "org/some-model"
+
+
+def test_a_packaged_name_without_its_package_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.config import EngineSettings
+    from engine.errors import ModelNotFound
+    from engine.loading import model_names
+    from engine.loading.model_source import resolve_source
+
+    missing = model_names.PackagedModel("smollm2", "no_such_package", "x.gguf", "pip install x")
+    monkeypatch.setitem(model_names.PACKAGED, "smollm2", missing)
+    with pytest.raises(ModelNotFound, match="the model 'smollm2' is not installed: pip install x"):
+        resolve_source(EngineSettings(model="smollm2"))
+    assert model_names.offline_hint().startswith("for a model that works offline: pip install")
