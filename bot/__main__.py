@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from bot.logging_setup import configure_logging
 from bot.model_list import print_models
+from bot.platforms import configured_platforms
 from bot.settings import Settings, SettingsInvalid, load_settings
 
 if TYPE_CHECKING:
@@ -209,23 +210,6 @@ async def _run_adapters(
             )
         return 1
     return 0
-
-
-def configured_platforms(settings: Settings, command: str) -> list[str] | str:
-    """The platforms to serve, or the one-line reason none can be."""
-    if command == "serve":
-        return ["serve"]
-    tokens = {"telegram": settings.telegram.token, "discord": settings.discord.token}
-    ready = [name for name, token in tokens.items() if token is not None]
-    if command == "all":
-        ready += ["serve"] if settings.serve.port is not None else []
-        return ready or (
-            "no platform is configured: set TELEGRAM__TOKEN and/or DISCORD__TOKEN "
-            "(or SERVE__PORT; see .env.example)"
-        )
-    if command not in ready:
-        return f"{command.upper()}__TOKEN is not set (see .env.example)"
-    return [command]
 
 
 def main(argv: list[str] | None = None) -> int:
