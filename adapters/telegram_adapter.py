@@ -24,8 +24,9 @@ from telegram.ext import (
 from adapters.shutdown import finish_or_cancel
 from adapters.telegram_controls import ReplyButtons, ReplyControls, is_control
 from adapters.telegram_files import file_url_base, with_document
+from adapters.telegram_paste import PasteJoiner
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer
-from adapters.telegram_updates import JournalingQueue, PerChatOrder, to_incoming
+from adapters.telegram_updates import JournalingQueue, PerChatOrder, joined, to_incoming
 from bot import formatting
 from bot.commands import COMMANDS, command_descriptions, parse_command
 from bot.i18n import DEFAULT_LANGUAGE, Translator, available_languages, translator
@@ -58,6 +59,7 @@ class TelegramAdapter:
         self._replies: set[asyncio.Task[object]] = set()
         self._replayed: set[int] = set()  # update ids taken before a restart, answered now
         self._controls = ReplyControls(service, self._reply)
+        self._pastes = PasteJoiner(settings.paste_join_s)
         self.application = self._build()
 
     def _build(self) -> Application:  # type: ignore[type-arg]
@@ -70,7 +72,9 @@ class TelegramAdapter:
             .rate_limiter(self._rate_limiter)
             .update_queue(self._queue)
             .concurrent_updates(
-                PerChatOrder(self._settings.max_concurrent_updates, self._inbox, self._queue)
+                PerChatOrder(
+                    self._settings.max_concurrent_updates, self._inbox, self._queue, self._pastes
+                )
             )
             .build()
         )
@@ -193,7 +197,7 @@ class TelegramAdapter:
         if is_control(update):  # /stop (read from the text: PTB's CommandHandler needs entities)
             await self._controls.on_stop(update, context)
             return
-        incoming = to_incoming(message, context.bot.bot)
+        incoming = joined(await self._pastes.gather(update), context.bot.bot)
         if message.document is not None and self._service.expects_answer(incoming):
             read = await with_document(context.bot, message, incoming, self._service)
             if read is None:

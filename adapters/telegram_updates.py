@@ -6,7 +6,8 @@ import asyncio
 import logging
 import re
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from telegram import Message, MessageEntity, Update, User
@@ -14,6 +15,7 @@ from telegram.constants import ChatType
 from telegram.ext import BaseUpdateProcessor
 
 from adapters.telegram_controls import is_control
+from adapters.telegram_paste import PasteJoiner
 from bot.inbox import Journal
 from bot.messages import IncomingMessage, ReplyContext
 
@@ -80,6 +82,19 @@ def to_incoming(message: Message, bot: User) -> IncomingMessage:
     )
 
 
+def joined(parts: list[Message], bot: User) -> IncomingMessage:
+    """A message split by the app (one part, usually) as one: the parts' texts, each without
+    the bot's mention, a line apart; addressed to the bot when any part is."""
+    pieces = [to_incoming(part, bot) for part in parts]
+    if len(pieces) == 1:
+        return pieces[0]
+    return replace(
+        pieces[0],
+        text="\n".join(piece.text for piece in pieces),
+        mentions_bot=any(piece.mentions_bot for piece in pieces),
+    )
+
+
 class JournalingQueue(asyncio.Queue[object]):
     """PTB's update queue, writing each update to the inbox before it is queued.
 
@@ -123,10 +138,17 @@ class PerChatOrder(BaseUpdateProcessor):
     """Different chats are served at once; updates of one chat run one after another, in the
     order they arrived, so its replies (and its history) never interleave."""
 
-    def __init__(self, max_concurrent_updates: int, inbox: Journal, keys: JournalingQueue) -> None:
+    def __init__(
+        self,
+        max_concurrent_updates: int,
+        inbox: Journal,
+        keys: JournalingQueue,
+        pastes: PasteJoiner | None = None,
+    ) -> None:
         super().__init__(max_concurrent_updates)
         self._inbox = inbox
         self._keys = keys
+        self._pastes = pastes or PasteJoiner(0.0)
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
@@ -137,6 +159,13 @@ class PerChatOrder(BaseUpdateProcessor):
         if is_control(update):  # about the reply in progress: not behind it, not journaled
             await coroutine
             return
+        key = self._keys.key(update.update_id) if isinstance(update, Update) else ""
+        if self._pastes.arrive(update, key):
+            # A later part of a paste: its first part's handler reads it, and it is done in
+            # the journal with that one. Its own handling never runs.
+            if isinstance(coroutine, Coroutine):
+                coroutine.close()
+            return
         if chat is None:
             await coroutine
         else:
@@ -144,7 +173,9 @@ class PerChatOrder(BaseUpdateProcessor):
             async with lock:
                 await coroutine
         if isinstance(update, Update):
-            self._inbox.done(self._keys.key(update.update_id))
+            self._inbox.done(key)
+            for part in self._pastes.finished(update):
+                self._inbox.done(part)
 
     async def initialize(self) -> None:
         """Nothing to set up."""

@@ -113,6 +113,9 @@ class TelegramSettings(BaseModel):
     edit_interval_s: float = Field(1.0, ge=0.0, description="least time between edits, private")
     group_edit_interval_s: float = Field(3.0, ge=0.0, description="the same, in groups")
     max_concurrent_updates: int = Field(32, ge=1, description="chats served at once")
+    paste_join_s: float = Field(
+        1.5, ge=0.0, description="a long text's parts sent this close are one message (0: off)"
+    )
     shutdown_grace_s: float = Field(10.0, ge=0.0, description="time replies get to finish")
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from bot.i18n import translator
@@ -117,3 +118,42 @@ async def test_discord_reads_a_pasted_message_txt_and_attached_files(
     )
     assert refused[0]["content"] == refusal(translator("en"), FileRefused("not_text"))
     assert len(prompts_seen(engine)) == 2
+
+
+def long_paste() -> list[str]:
+    """A 9,000-character text cut as Telegram's apps cut it: at a line end before 4,096."""
+    lines = [f"Line {n}: the harbour log records ships, cargo and weather." for n in range(150)]
+    text = "\n".join(lines) + "\nWhat does this log say about the weather?"
+    parts: list[str] = []
+    while text:
+        cut = text.rfind("\n", 0, 4096) if len(text) > 4096 else len(text)
+        parts.append(text[:cut])
+        text = text[cut + 1 :]
+    return parts
+
+
+async def test_a_long_text_split_by_telegram_is_answered_once_as_one_message(
+    start_bot: StartBot, fake_api: FakeBotAPI, engine: Engine, monkeypatch: Any
+) -> None:
+    watch(engine, monkeypatch)
+    await start_bot({"rate_limit_burst": 1})  # each part alone would be rate limited
+    parts = long_paste()
+    assert len(parts) == 3 and all(len(part) <= 4096 for part in parts)
+    assert sum(map(len, parts)) > 8500
+    for part in parts:
+        fake_api.message(part)
+    await fake_api.wait_for(lambda: finals(fake_api, 1001))
+    await asyncio.sleep(2.0)  # longer than the window: nothing else comes
+    assert len(finals(fake_api, 1001)) == 1
+    assert prompts_seen(engine) == ["\n".join(parts)]
+    assert not [c for c in fake_api.sent("sendMessage", 1001) if "quickly" in c["text"]]
+
+    # Short messages sent back to back stay separate messages (the second one is over
+    # this test's limit of one message at once).
+    fake_api.message("first", chat_id=2002, user_id=2002)
+    fake_api.message("second", chat_id=2002, user_id=2002)
+    await fake_api.wait_for(
+        lambda: [c for c in fake_api.sent("sendMessage", 2002) if "quickly" in c["text"]]
+    )
+    await fake_api.wait_for(lambda: finals(fake_api, 2002))
+    assert prompts_seen(engine)[1:] == ["first"]
