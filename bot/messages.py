@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import ReplyStats
+from engine import EngineError, PromptTooLong, ReplyStats
 
 
 @dataclass(frozen=True)
@@ -102,3 +102,16 @@ class ReplyRefused(Exception):
 
 
 ReplyEvent = QueuePosition | Reading | ReplyText | ReplyDone | Notice
+
+
+def refusal_of(error: EngineError) -> ReplyRefused:
+    """An engine error in the terms of a caller that answers it itself (the HTTP API)."""
+    if isinstance(error, PromptTooLong):
+        message = (f"the conversation is {error.tokens} tokens; the model takes at most "
+                   f"{error.limit} with room for the reply")  # fmt: skip
+        return ReplyRefused(error.kind, message)
+    # Waiting helps these: the queue drains, the model finishes loading.
+    wait = getattr(error, "wait_s", None) or 5.0
+    waits = {"overloaded", "too_many_queued", "not_ready", "remote_unavailable"}
+    retry = wait if error.kind in waits else None
+    return ReplyRefused(error.kind, str(error), retry)

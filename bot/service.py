@@ -22,8 +22,8 @@ from bot.messages import (
     Reading,
     ReplyDone,
     ReplyEvent,
-    ReplyRefused,
     ReplyText,
+    refusal_of,
 )
 from bot.request_counts import ANSWERED, RequestCounts
 from bot.settings import BotSettings
@@ -36,7 +36,6 @@ from engine import (
     EngineError,
     Finished,
     GenerationRequest,
-    PromptTooLong,
     Queued,
     Started,
     StatsSnapshot,
@@ -274,7 +273,7 @@ class ChatService:
                         yield ReplyDone(event.text, None, event.stats, event.finish_reason)
         except EngineError as error:
             self.requests.record(platform, error.kind)
-            raise _refusal(error) from error
+            raise refusal_of(error) from error
 
     def snapshot(self) -> StatsSnapshot:
         """The engine's counters as of now (what /stats shows)."""
@@ -293,16 +292,3 @@ class ChatService:
             # prompt repeats the tokens the engine kept state for; only the new message is read.
             self._history.save(key, [*turns, ChatTurn("assistant", finished.as_generated)])
         return ReplyDone(text, footer, finished.stats, finished.finish_reason)
-
-
-def _refusal(error: EngineError) -> ReplyRefused:
-    """An engine error in the terms of a caller that answers it itself (the HTTP API)."""
-    if isinstance(error, PromptTooLong):
-        message = (f"the conversation is {error.tokens} tokens; the model takes at most "
-                   f"{error.limit} with room for the reply")  # fmt: skip
-        return ReplyRefused(error.kind, message)
-    # Waiting helps these: the queue drains, the model finishes loading.
-    wait = getattr(error, "wait_s", None) or 5.0
-    waits = {"overloaded", "too_many_queued", "not_ready", "remote_unavailable"}
-    retry = wait if error.kind in waits else None
-    return ReplyRefused(error.kind, str(error), retry)
