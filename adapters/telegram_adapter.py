@@ -22,7 +22,8 @@ from telegram.ext import (
 )
 
 from adapters.shutdown import finish_or_cancel
-from adapters.telegram_controls import ReplyButtons, ReplyControls, is_control
+from adapters.telegram_buttons import ReplyButtons
+from adapters.telegram_controls import ReplyControls, is_control
 from adapters.telegram_files import file_url_base, with_document
 from adapters.telegram_paste import PasteJoiner
 from adapters.telegram_render import ReplyTarget, TelegramReplyRenderer

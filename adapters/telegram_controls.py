@@ -10,43 +10,22 @@ is told the button has expired.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import Bot, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from adapters.live_replies import LiveReplies, LiveReply
+from adapters.live_replies import LiveReplies
+from adapters.telegram_buttons import RETRY, STOP
 from adapters.telegram_render import ReplyTarget
 from bot import formatting
 from bot.commands import parse_command
-from bot.i18n import Translator
 from bot.messages import IncomingMessage
 from bot.service import ChatService
-
-STOP, RETRY = "stop", "retry"
-
-
-@dataclass(frozen=True)
-class ReplyButtons:
-    """What a renderer shows: Stop while the answer is written, Retry once it is done; and
-    the event a Stop press sets."""
-
-    streaming: InlineKeyboardMarkup
-    finished: InlineKeyboardMarkup
-    stop: asyncio.Event
-
-    @classmethod
-    def of(cls, reply: LiveReply[ReplyTarget], t: Translator) -> ReplyButtons:
-        """The buttons of a reply, labelled in its asker's language."""
-        stop_label, retry_label = formatting.button_labels(t)
-        stop = InlineKeyboardButton(stop_label, callback_data=f"{STOP}:{reply.reply_id}")
-        retry = InlineKeyboardButton(retry_label, callback_data=f"{RETRY}:{reply.reply_id}")
-        return cls(InlineKeyboardMarkup([[stop]]), InlineKeyboardMarkup([[retry]]), reply.stop)
 
 
 def is_control(update: object) -> bool:
@@ -101,6 +80,10 @@ class ReplyControls:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return
+        command = parse_command(message.text or "")
+        mine = context.bot.username.lower()
+        if command is not None and command.target and command.target.lower() != mine:
+            return  # /stop@otherbot
         reply = self.replies.running_for(message.chat_id, user.id)
         if reply is not None:
             reply.stop.set()

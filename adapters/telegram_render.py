@@ -15,22 +15,19 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, Message, ReplyParameters
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, TelegramError
 
 from adapters.stoppable import show_until_stopped
+from adapters.telegram_buttons import ReplyButtons
 from adapters.telegram_delivery import deliver, is_parse_error, not_modified
 from adapters.telegram_format import markdown_to_html
 from bot import formatting
 from bot.i18n import Translator, translator_for
 from bot.messages import Notice, QueuePosition, Reading, ReplyDone, ReplyEvent, ReplyText
 from bot.splitting import split_message, utf16_length
-
-if TYPE_CHECKING:
-    from adapters.telegram_controls import ReplyButtons
 
 log = logging.getLogger(__name__)
 
