@@ -196,3 +196,17 @@ async def test_discord_answers_carry_stop_and_retry_for_the_asker(
         assert said == formatting.button_expired(EN)
     finally:
         await slow.close()
+
+
+async def test_a_button_pressed_after_a_restart_says_it_has_expired(
+    start_bot: StartBot, fake_api: FakeBotAPI
+) -> None:
+    first = await start_bot()
+    fake_api.message("tell me a story")
+    answered = await fake_api.wait_for(lambda: with_button(fake_api, 1001, "Retry"))
+    await first.shutdown()
+    await start_bot()  # a new process: its buttons' memory starts empty
+    fake_api.press(answered[-1].result, button_data(answered[-1]))
+    await fake_api.wait_for(lambda: callback_answers(fake_api))
+    assert callback_answers(fake_api) == [formatting.button_expired(EN)]
+    assert len(with_button(fake_api, 1001, "Retry")) == 1  # nothing answered again
