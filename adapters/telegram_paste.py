@@ -52,7 +52,8 @@ class PasteJoiner:
 
     def __init__(self, window_s: float) -> None:
         self._window = window_s  # 0: never join
-        self._pastes: dict[tuple[int, int], _Paste] = {}
+        self._open: dict[tuple[int, int], _Paste] = {}  # the paste a sender's next part may join
+        self._by_first: dict[int, _Paste] = {}  # every paste not finished, by its first update
 
     def arrive(self, update: object, key: str) -> bool:
         """Called as an update arrives, before it waits for its chat: True when it joined a
@@ -61,22 +62,21 @@ class PasteJoiner:
         if found is None:
             return False
         who, message = found
-        paste = self._pastes.get(who)
+        paste = self._open.get(who)
         if paste is not None and paste.open and _long(paste.parts[-1]):
             paste.parts.append(message)
             paste.keys.append(key)
             paste.arrived.set()
             return True
         if _long(message) and isinstance(update, Update):
-            self._pastes[who] = _Paste(update.update_id, [message])
+            self._open[who] = self._by_first[update.update_id] = _Paste(update.update_id, [message])
         return False
 
     async def gather(self, update: Update) -> list[Message]:
         """For the handler of a paste's first part: every part, once no more is coming (the
         last one is short, or none came for window_s); just this message otherwise."""
-        found = _text_part(update)
-        paste = self._pastes.get(found[0]) if found is not None else None
-        if paste is None or paste.first_update != update.update_id:
+        paste = self._by_first.get(update.update_id)
+        if paste is None:
             message = update.effective_message
             return [message] if message is not None else []
         while _long(paste.parts[-1]):
@@ -90,12 +90,13 @@ class PasteJoiner:
 
     def finished(self, update: object) -> list[str]:
         """After the first part's handler: the other parts' journal keys (done now), and the
-        paste is forgotten."""
+        paste is forgotten (a part that came too late has opened its own meanwhile)."""
+        if not isinstance(update, Update):
+            return []
+        paste = self._by_first.pop(update.update_id, None)
+        if paste is None:
+            return []
         found = _text_part(update)
-        if found is None or not isinstance(update, Update):
-            return []
-        paste = self._pastes.get(found[0])
-        if paste is None or paste.first_update != update.update_id:
-            return []
-        del self._pastes[found[0]]
+        if found is not None and self._open.get(found[0]) is paste:
+            del self._open[found[0]]
         return paste.keys
