@@ -70,10 +70,13 @@ class DiscordControls:
         if interaction.user.id != reply.asker:
             await interaction.response.send_message(formatting.not_your_button(t), ephemeral=True)
             return
+        retry = action == RETRY and not reply.running
+        # Claimed before any wait: a second press (a double click) retries nothing.
+        reply.running = reply.running or retry
         await interaction.response.defer()  # the message changes by our own edits
         if action == STOP:
             reply.stop.set()
-        elif action == RETRY and not reply.running:
+        elif retry:
             if interaction.message is not None:
                 with contextlib.suppress(discord.HTTPException):  # the old answer: no button
                     await interaction.message.edit(view=None)

@@ -65,10 +65,13 @@ class ReplyControls:
         if query.from_user.id != reply.asker:
             await query.answer(formatting.not_your_button(t))
             return
+        retry = action == RETRY and not reply.running
+        # Claimed before any wait: a second press (a double click) retries nothing.
+        reply.running = reply.running or retry
         await query.answer()
         if action == STOP:
             reply.stop.set()
-        elif action == RETRY and not reply.running:
+        elif retry:
             with contextlib.suppress(TelegramError):  # the old answer keeps no button
                 await query.edit_message_reply_markup(None)
             retried = replace(reply.question, retry=True)
