@@ -22,6 +22,14 @@ from engine.engine import Engine
 from tests.support.chat import wait_until
 
 
+@pytest.fixture(autouse=True)
+def english_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console speaks the terminal's language: these tests read its English."""
+    for name in ("LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "en_US.UTF-8")
+
+
 @pytest.fixture
 def history(tmp_path: Path) -> Iterator[HistoryStore]:
     store = HistoryStore(tmp_path / "history", 1 << 20)

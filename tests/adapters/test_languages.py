@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
+import pytest
+
 from bot import formatting
 from bot.commands import command_descriptions, help_text
 from bot.i18n import translator
+from engine.engine import Engine
 from tests.adapters.conftest import StartBot
 from tests.adapters.discord_fixtures import StartDiscord
 from tests.support.fake_discord import BOT_ID, CHANNEL_ID, FakeDiscord
@@ -85,3 +91,24 @@ async def test_discord_speaks_the_users_client_language_and_the_servers(
     localized = synced["reset"]["description_localizations"]
     assert localized["vi"] == command_descriptions(VI)["reset"]
     assert synced["reset"]["description"] == command_descriptions(EN)["reset"]
+
+
+async def test_the_console_speaks_the_terminals_language(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.console_adapter import ConsoleChat
+    from bot.history import HistoryStore
+    from bot.service import ChatService
+    from bot.settings import BotSettings
+
+    monkeypatch.delenv("LC_ALL", raising=False)
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    monkeypatch.setenv("LANG", "vi_VN.UTF-8")
+    store = HistoryStore(tmp_path / "history", 1 << 20)
+    try:
+        out = io.StringIO()
+        chat = ConsoleChat(ChatService(engine, BotSettings(), store), out=out, err=io.StringIO())
+        await chat.ask("/help")
+    finally:
+        store.close()
+    assert out.getvalue().strip() == help_text(VI)
