@@ -16,25 +16,29 @@ async def show_until_stopped(
 ) -> bool:
     """Show each event as it comes; True when `stop` was set first (the pending step is
     cancelled, which closes the engine's stream: the generation stops at the next token)."""
-    while True:
-        step = asyncio.ensure_future(_next(events))
-        try:
-            if stop is not None and not stop.is_set():
-                halt = asyncio.ensure_future(stop.wait())
-                try:
+    if stop is None:  # nothing can stop it: no task per event
+        async for event in events:
+            await show(event)
+        return False
+    halt = asyncio.ensure_future(stop.wait())  # one for the whole reply
+    try:
+        while True:
+            step = asyncio.ensure_future(_next(events))
+            try:
+                if not halt.done():
                     await asyncio.wait({step, halt}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    halt.cancel()
-            if stop is not None and stop.is_set() and not step.done():
-                await _cancelled(step)
-                return True
-            event = await step
-        except StopAsyncIteration:
-            return False
-        except BaseException:
-            await _cancelled(step)  # a shutdown: the stream is not left running
-            raise
-        await show(event)
+                if halt.done() and not step.done():
+                    await _cancelled(step)
+                    return True
+                event = await step
+            except StopAsyncIteration:
+                return False
+            except BaseException:
+                await _cancelled(step)  # a shutdown: the stream is not left running
+                raise
+            await show(event)
+    finally:
+        halt.cancel()
 
 
 async def _next(events: AsyncGenerator[ReplyEvent, None]) -> ReplyEvent:

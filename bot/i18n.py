@@ -45,6 +45,7 @@ class Translator:
         return format_decimal(value, format=pattern, locale=self.language)
 
 
+@functools.cache  # asked for every message: the folder is read once
 def available_languages() -> tuple[str, ...]:
     """The languages with a catalog."""
     return tuple(sorted(p.parent.parent.name for p in LOCALES.glob(f"*/LC_MESSAGES/{DOMAIN}.po")))

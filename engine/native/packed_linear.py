@@ -9,6 +9,7 @@ and 4 bits 13-16 ms, against 40 ms for torch's int8 weight-only kernel.
 
 from __future__ import annotations
 
+import functools
 import sys
 from abc import ABC, abstractmethod
 from typing import Literal, NamedTuple
@@ -70,7 +71,13 @@ def prompt_plan(choice: PromptMatmul) -> PromptPlan:
     library = kernel_builder.kernels()
     if not library.qb_vnni():
         return PromptPlan(0, 0)
-    return PromptPlan(16, AMX_INT_ROWS if library.qb_prompt_path() == 2 else sys.maxsize)
+    return PromptPlan(16, AMX_INT_ROWS if _prompt_path() == 2 else sys.maxsize)
+
+
+@functools.cache
+def _prompt_path() -> int:
+    """The prompt kernel's path here (2 AMX, 1 VNNI, 0 plain C): fixed for the process."""
+    return int(kernel_builder.kernels().qb_prompt_path())
 
 
 class PackedWeights(NamedTuple):
@@ -219,7 +226,7 @@ class PackedLinear:
         status = self._library.qb_prompt_linear(
             pointer(w.packed), pointer(w.scales), w.bits, pointer(x), x.dtype == torch.bfloat16,
             pointer(out), out.dtype == torch.bfloat16, rows, w.out_features, w.in_features,
-            bits == 16, torch.get_num_threads(), self._library.qb_prompt_path(),
+            bits == 16, torch.get_num_threads(), _prompt_path(),
         )  # fmt: skip
         if status != 0:
             raise MemoryError("the prompt kernel could not allocate its scratch memory")
