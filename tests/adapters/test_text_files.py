@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.i18n import translator
 from bot.text_files import FileRefused, refusal
+from engine.config import EngineSettings
 from engine.engine import Engine
 from tests.adapters.conftest import StartBot
 from tests.adapters.discord_fixtures import StartDiscord
@@ -157,3 +158,31 @@ async def test_a_long_text_split_by_telegram_is_answered_once_as_one_message(
     )
     await fake_api.wait_for(lambda: finals(fake_api, 2002))
     assert prompts_seen(engine)[1:] == ["first"]
+
+
+async def test_a_paste_cut_off_by_a_shutdown_is_joined_again_after_the_restart(
+    start_bot: StartBot,
+    fake_api: FakeBotAPI,
+    engine: Engine,
+    engine_settings: EngineSettings,
+    monkeypatch: Any,
+) -> None:
+    # Long enough to be cut off, short enough to leave the paste room in the tiny context.
+    slow = Engine(engine_settings.model_copy(update={"max_new_tokens": 1500}))
+    await slow.start()
+    try:
+        first = await start_bot({"rate_limit_burst": 1}, use_engine=slow, shutdown_grace_s=0.2)
+        parts = long_paste()
+        for part in parts:
+            fake_api.message(part)
+        await fake_api.wait_for(lambda: fake_api.sent("sendMessageDraft", 1001))
+        await first.shutdown()  # mid-answer: every part is still owed
+        assert not finals(fake_api, 1001)
+    finally:
+        await slow.close()
+    watch(engine, monkeypatch)
+    await start_bot({"rate_limit_burst": 1})
+    await fake_api.wait_for(lambda: finals(fake_api, 1001))
+    await asyncio.sleep(2.0)  # longer than the window: nothing else comes
+    assert len(finals(fake_api, 1001)) == 1
+    assert prompts_seen(engine) == ["\n".join(parts)]  # read back and joined again
